@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up slimspeech from nothing: system packages (espeak-ng, sox), a venv in .venv, the package + dev extras.
+# Usage: bash scripts/setup.sh            (idempotent; re-running only installs what is missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox >/dev/null
+fi
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip_install() {  # quiet unless it fails (this machine's pip config prints a warning per package)
+  if ! .venv/bin/python -m pip install -q "$@" > .venv/pip.log 2>&1; then
+    grep -v "is ignored" .venv/pip.log >&2; echo "error: pip install $* failed" >&2; exit 1
+  fi
+}
+pip_install --upgrade pip
+# torch==2.13.0 is pinned in pyproject: the CPU build on machines that have it locally, CUDA elsewhere.
+pip_install -e ".[dev]"
+.venv/bin/python -c "import speechllm, torch, transformers; print('slimspeech ready: torch', torch.__version__, 'transformers', transformers.__version__)"

@@ -1,0 +1,53 @@
+"""The ``slimspeech`` command: one verb table, each verb's function imported only when it runs.
+
+    slimspeech --help
+    slimspeech transcribe [--model DIR] [--task translate --target-lang fr] FILE...
+
+A verb is ``"module:function"``; the function takes ``argv`` (list[str]) and returns an exit
+code. ``SlimError`` (bad input) becomes one ``error: ...`` line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+VERBS: dict[str, tuple[str, str]] = {
+    "make-data": ("prune_tools.data.make:main", "synthesize the built-in en->fr/de speech benchmark"),
+    "transcribe": ("speechllm.transcribe:main", "transcribe or translate audio files"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, VERBS))
+    lines = ["usage: slimspeech <verb> [options]   (slimspeech <verb> --help for a verb's options)", "", "verbs:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import SlimError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"error: unknown verb {verb!r}: choose one of {', '.join(VERBS)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    module, _, func = VERBS[verb][0].partition(":")
+    try:
+        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    except SlimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

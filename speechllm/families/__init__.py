@@ -1,0 +1,1 @@
+"""Model families: one adapter per kind of checkpoint, everything above them is family-agnostic."""

@@ -1,0 +1,102 @@
+"""Family ``slam``: Whisper-style encoder -> projector -> any HF causal-LM decoder (the paper's setup).
+
+Model dir:
+    speechllm.json          format, family, prompts, languages, feature settings, projector config
+    encoder/                config.json + model.safetensors (speechllm.encoder.SpeechEncoder)
+    projector.safetensors
+    decoder/                a plain HF causal-LM dir with its tokenizer (AutoModelForCausalLM and vLLM load it)
+    provenance.json         parent model, removed layers, analysis, healing, eval metrics
+
+Prompt per sample: [BOS] prefix-tokens [audio embeddings] suffix-tokens, shapes (T_i, D).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..audio import FeatureSettings, LogMel
+from ..encoder import SpeechEncoder
+from ..modeldir import FORMAT_VERSION, PROVENANCE_FILE, SPEC_FILE, atomic_dir, write_json
+from ..projector import ProjectorConfig, build_projector
+from ..tasks import Task
+from .base import SpeechLLM
+
+
+class SlamSpeechLLM(SpeechLLM):
+    family = "slam"
+    projector_prefixes = ("projector",)
+    decoder_prefixes = ("decoder",)
+
+    def __init__(self, spec: dict, tokenizer, encoder: SpeechEncoder, projector, decoder):
+        super().__init__(spec, tokenizer)
+        self.encoder = encoder
+        self.projector = projector
+        self.decoder = decoder
+        self.features = LogMel(FeatureSettings(**spec["features"]))
+        self._prompt_ids: dict[Task, tuple[list[int], list[int]]] = {}
+
+    @property
+    def lm(self):
+        return self.decoder
+
+    def decoder_stack(self):
+        return self.decoder.get_decoder()
+
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor):
+        """(B, n_mels, T) -> audio embeddings (B, N, D), (B,) lengths, CTC logits or None, encoder lengths."""
+        h, enc_lengths = self.encoder(features.to(self.device, self.dtype), lengths)
+        emb, out_lengths, ctc = self.projector(h, enc_lengths, self.decoder.get_input_embeddings().weight)
+        return emb, out_lengths, ctc, enc_lengths
+
+    def prompt_ids(self, task: Task) -> tuple[list[int], list[int]]:
+        if task not in self._prompt_ids:
+            before, after = self.prompts.render(task)
+            bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+            self._prompt_ids[task] = (bos + self.text_ids(before), self.text_ids(after))
+        return self._prompt_ids[task]
+
+    def embed_prompts(self, tasks, wavs):
+        feats, lengths = self.features(wavs)
+        return self.embed_features(tasks, feats, lengths)
+
+    def embed_features(self, tasks, feats, lengths):
+        audio, audio_lengths, ctc, enc_lengths = self.encode(feats, lengths)
+        emb = self.decoder.get_input_embeddings()
+        out = []
+        for i, task in enumerate(tasks):
+            before, after = self.prompt_ids(task)
+            ids = torch.tensor(before + after, dtype=torch.long, device=audio.device)
+            tok = emb(ids).to(audio.dtype)
+            out.append(torch.cat([tok[: len(before)], audio[i, : int(audio_lengths[i])], tok[len(before):]]))
+        return out, {"ctc_logits": ctc, "ctc_lengths": enc_lengths}
+
+    def save(self, path, provenance: dict | None = None) -> Path:
+        if provenance is not None:
+            self.provenance = provenance
+        with atomic_dir(path) as tmp:
+            spec = {**self.spec, "format_version": FORMAT_VERSION, "family": self.family}
+            write_json(tmp / SPEC_FILE, spec)
+            self.encoder.save(tmp / "encoder")
+            save_file({k: v.contiguous() for k, v in self.projector.state_dict().items()},
+                      str(tmp / "projector.safetensors"))
+            self.decoder.save_pretrained(tmp / "decoder")
+            self.tokenizer.save_pretrained(tmp / "decoder")
+            write_json(tmp / PROVENANCE_FILE, self.provenance)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path, spec: dict, dtype=torch.float32) -> "SlamSpeechLLM":
+        from ..modeldir import read_provenance
+
+        tokenizer = AutoTokenizer.from_pretrained(path / "decoder")
+        decoder = AutoModelForCausalLM.from_pretrained(path / "decoder", dtype=dtype)
+        encoder = SpeechEncoder.load(path / "encoder")
+        projector = build_projector(ProjectorConfig(**spec["projector"]))
+        projector.load_state_dict(load_file(str(path / "projector.safetensors")))
+        model = cls(spec, tokenizer, encoder, projector, decoder).to(dtype)
+        model.provenance = read_provenance(path)
+        return model

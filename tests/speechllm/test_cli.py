@@ -1,0 +1,69 @@
+"""The real ``slimspeech`` console script, as a user runs it."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from speechllm.builders import tiny_slam
+from speechllm.generate import transcribe
+from speechllm.modeldir import load_model
+from speechllm.tasks import Task
+from tests.conftest import write_wav
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "speechllm.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_lists_verbs():
+    out = run("--help")
+    assert out.returncode == 0
+    for verb in ("transcribe", "make-data"):
+        assert verb in out.stdout
+
+
+def test_transcribe_prints_one_line_per_file(tiny_slam_dir, speech_files):
+    out = run("transcribe", "--model", str(tiny_slam_dir), "--task", "translate", "--target-lang", "de",
+              *speech_files)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == len(speech_files)
+    # the same as the library call (the CLI is a thin layer over it)
+    from speechllm.audio import load_audio
+
+    model = load_model(tiny_slam_dir)
+    expected = transcribe(model, [load_audio(f) for f in speech_files], Task("translate", "de"))
+    assert lines == expected
+
+
+@pytest.mark.parametrize("case", ["missing", "text_as_wav", "empty_wav", "bad_task", "bad_lang", "bad_model"])
+def test_bad_input_is_one_clear_line(case, tmp_path, tiny_slam_dir, speech_files):
+    args = ["transcribe", "--model", str(tiny_slam_dir)]
+    if case == "missing":
+        args += [str(tmp_path / "nope.wav")]
+        want = "audio file not found"
+    elif case == "text_as_wav":
+        fake = tmp_path / "notes.wav"
+        fake.write_text("this is a text file, not audio\n" * 20)
+        args += [speech_files[0], str(fake)]
+        want = "cannot decode"
+    elif case == "empty_wav":
+        args += [write_wav(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32))]
+        want = "no audio samples"
+    elif case == "bad_task":
+        args += ["--task", "summarize", speech_files[0]]
+        want = "supports transcribe, translate:fr, translate:de"
+    elif case == "bad_lang":
+        args += ["--task", "translate", "--target-lang", "es", speech_files[0]]
+        want = "translates into fr, de"
+    else:
+        args = ["transcribe", "--model", str(tmp_path), speech_files[0]]
+        want = "not a slimspeech model dir"
+    out = run(*args)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], out.stderr
