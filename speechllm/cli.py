@@ -15,7 +15,15 @@ import sys
 
 VERBS: dict[str, tuple[str, str]] = {
     "make-data": ("prune_tools.data.make:main", "synthesize the built-in en->fr/de speech benchmark"),
+    "train": ("prune_tools.train:main", "train the demo SpeechLLM on the benchmark (staged, resumable)"),
+    "analyze": ("prune_tools.analyze:main", "measure decoder-layer redundancy (angular distances)"),
+    "prune": ("prune_tools.prune:main", "remove a contiguous block of decoder layers"),
+    "heal": ("prune_tools.heal:main", "heal a pruned model (LoRA on the decoder + projector)"),
+    "evaluate": ("prune_tools.evaluate:main", "WER / BLEU / chrF per split and task, vs a base model"),
+    "sweep": ("prune_tools.sweep:main", "prune + heal + evaluate over pruning fractions"),
+    "export": ("prune_tools.export:main", "export the final shared ASR + AST backbone"),
     "transcribe": ("speechllm.transcribe:main", "transcribe or translate audio files"),
+    "serve": ("server.main:cli", "serve models over the OpenAI audio API"),
 }
 
 

@@ -1,0 +1,115 @@
+"""``slimspeech evaluate``: WER (transcribe), BLEU + chrF (translate) per split and task, as JSON.
+
+    slimspeech evaluate --data data/bench/test-clean.jsonl data/bench/test-noisy.jsonl \\
+        [--model DIR] [--base BASE_DIR] [--tasks transcribe,translate:fr,translate:de] [--out eval.json]
+
+With ``--base``, the same data runs through the base (unpruned) model too and the report adds the
+relative degradation per split and task: WER_model / WER_base - 1 for transcription (the paper's
+measure; it tolerates <= 0.25) and 1 - BLEU_model / BLEU_base for translation.
+Text normalisation for WER: see ``prune_tools.scoring``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from speechllm.audio import load_audio
+from speechllm.errors import SlimError
+from speechllm.generate import transcribe
+from speechllm.modeldir import default_model_dir, load_model, write_json
+from speechllm.tasks import Task, parse_task
+
+from . import scoring
+from .data.manifest import read_manifest
+
+log = logging.getLogger(__name__)
+TOLERANCE = 0.25  # the paper's relative WER degradation threshold (Figure 2)
+
+
+def reference(row: dict, task: Task) -> str:
+    return row["text"] if task.name == "transcribe" else row["translation"][task.target_lang]
+
+
+def evaluate_rows(model, rows: list[dict], tasks: list[Task], batch_size: int = 16,
+                  keep_hyps: int = 5) -> dict:
+    """-> {task_label: {wer | bleu, chrf, n, seconds, examples}} for one split."""
+    wavs = [load_audio(r["audio"], max_seconds=model.max_audio_seconds) for r in rows]
+    out = {}
+    for task in model.resolve_tasks(tasks):
+        t0 = time.time()
+        hyps = []
+        for s in tqdm(range(0, len(wavs), batch_size), desc=task.label, mininterval=10, leave=False):
+            hyps += transcribe(model, wavs[s:s + batch_size], task, batch_size=batch_size)
+        refs = [reference(r, task) for r in rows]
+        res = scoring.score_task(task.label, refs, hyps)
+        res["seconds"] = round(time.time() - t0, 2)
+        res["examples"] = [{"ref": r, "hyp": h} for r, h in zip(refs[:keep_hyps], hyps[:keep_hyps])]
+        out[task.label] = res
+    return out
+
+
+def relative_degradation(model_scores: dict, base_scores: dict) -> dict:
+    out = {}
+    for split, tasks in model_scores.items():
+        out[split] = {}
+        for label, s in tasks.items():
+            b = base_scores[split][label]
+            if "wer" in s:
+                out[split][label] = round(s["wer"] / b["wer"] - 1, 4) if b["wer"] > 0 else None
+            else:
+                out[split][label] = round(1 - s["bleu"] / b["bleu"], 4) if b["bleu"] > 0 else None
+    return out
+
+
+def evaluate(model_dir, manifests: list[str], tasks: list[Task], base_dir=None, limit: int | None = None,
+             batch_size: int = 16) -> dict:
+    splits = {}
+    for m in manifests:
+        rows = read_manifest(m)
+        splits[Path(m).stem] = rows[:limit] if limit else rows
+    report: dict = {"produced_by": "slimspeech evaluate", "normalization": scoring.__doc__.strip().split("\n\n")[1],
+                    "tasks": [str(t) for t in tasks], "splits": {k: len(v) for k, v in splits.items()}}
+    for role, path in (("model", model_dir), ("base", base_dir)):
+        if path is None:
+            continue
+        model = load_model(path)
+        report[role] = {"dir": str(path), **model.describe(),
+                        "scores": {name: evaluate_rows(model, rows, tasks, batch_size) for name, rows in splits.items()}}
+        log.info("%s %s: %s", role, path, {s: {t: {k: v for k, v in r.items() if k in ("wer", "bleu")}
+                                               for t, r in d.items()} for s, d in report[role]["scores"].items()})
+    if base_dir is not None:
+        report["relative_degradation"] = relative_degradation(report["model"]["scores"], report["base"]["scores"])
+        report["tolerance"] = TOLERANCE
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimspeech evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="JSONL manifests (one split each)")
+    p.add_argument("--model", default=None, help="model dir (default: the embedded demo model)")
+    p.add_argument("--base", default=None, help="unpruned model dir: adds relative degradation")
+    p.add_argument("--tasks", default="transcribe,translate:fr,translate:de")
+    p.add_argument("--limit", type=int, default=None, help="first N utterances of each split")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", default=None, help="report JSON (default: print a summary only)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    tasks = [parse_task(t) for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise SlimError("--tasks is empty: pass e.g. transcribe,translate:fr", param="tasks")
+    report = evaluate(args.model or default_model_dir(), args.data, tasks, args.base, args.limit, args.batch_size)
+    if args.out:
+        write_json(Path(args.out), report)
+    for split, tasks_ in report["model"]["scores"].items():
+        cells = ", ".join(f"{t} " + " ".join(f"{k}={v}" for k, v in s.items() if k in ("wer", "bleu", "chrf"))
+                          for t, s in tasks_.items())
+        print(f"{split}: {cells}")
+    return 0
