@@ -65,7 +65,7 @@ class TrainConfig:
     data: str = "data/bench"
     out: str = "runs/demo"
     seed: int = 0
-    vocab_size: int = 2500
+    vocab_size: int = 3000
     tokenizer_sentences: int = 40000
     # decoder (Llama); >= 12 layers so there is redundancy to measure
     dec_layers: int = 12
@@ -221,7 +221,7 @@ def train_loop(cfg: TrainConfig, stage: str, module: torch.nn.Module, prefixes: 
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
             optimizer.step()
-            rec = {"step": step + 1, "loss": round(float(loss), 4), "lr": optimizer.param_groups[0]["lr"],
+            rec = {"step": step + 1, "loss": round(float(loss.detach()), 4), "lr": optimizer.param_groups[0]["lr"],
                    "elapsed_s": round(elapsed0 + time.time() - t0, 1), **logs}
             if eval_fn and ((step + 1) % cfg.eval_every == 0 or step + 1 == total):
                 module.eval()
@@ -485,7 +485,7 @@ def stage_joint(cfg: TrainConfig) -> None:
         out = model.decoder(inputs_embeds=inp.inputs_embeds, attention_mask=inp.attention_mask,
                             position_ids=inp.position_ids, labels=inp.labels)
         ctc = ctc_loss(aux["ctc_logits"], aux["ctc_lengths"], [en_ids[i] for i in idx], model.projector.blank_id)
-        return out.loss + cfg.ctc_weight * ctc, {"ce": round(float(out.loss), 4), "ctc": round(float(ctc), 4)}
+        return out.loss + cfg.ctc_weight * ctc, {"ce": round(out.loss.item(), 4), "ctc": round(ctc.item(), 4)}
 
     def eval_fn():
         m = cfg.eval_size

@@ -1,0 +1,1 @@
+"""The built-in synthetic multilingual speech benchmark: grammar, speech synthesis, manifests."""
