@@ -32,7 +32,16 @@ TOLERANCE = 0.25  # the paper's relative WER degradation threshold (Figure 2)
 
 
 def reference(row: dict, task: Task) -> str:
-    return row["text"] if task.name == "transcribe" else row["translation"][task.target_lang]
+    """The reference text of ``task`` for a manifest row (SlimError naming the row if it has none)."""
+    if task.name == "transcribe":
+        text = row.get("text")
+    else:
+        text = (row.get("translation") or {}).get(task.target_lang)
+    if not text:
+        field = "text" if task.name == "transcribe" else f"translation.{task.target_lang}"
+        raise SlimError(f"utterance {row.get('id', '?')!r} ({row.get('audio', '?')}) has no reference for {task}: "
+                        f"use a manifest with {field} or drop {task} from --tasks", param="data")
+    return text
 
 
 def evaluate_rows(model, rows: list[dict], tasks: list[Task], batch_size: int = 16,
@@ -53,6 +62,16 @@ def evaluate_rows(model, rows: list[dict], tasks: list[Task], batch_size: int = 
     return out
 
 
+def read_rows(manifest) -> list[dict]:
+    """``read_manifest`` with its errors (missing file, bad line, missing audio files, named) as SlimError."""
+    from .data.manifest import ManifestError
+
+    try:
+        return read_manifest(manifest)
+    except ManifestError as exc:
+        raise SlimError(str(exc), param="data") from None
+
+
 def relative_degradation(model_scores: dict, base_scores: dict) -> dict:
     out = {}
     for split, tasks in model_scores.items():
@@ -67,17 +86,17 @@ def relative_degradation(model_scores: dict, base_scores: dict) -> dict:
 
 
 def evaluate(model_dir, manifests: list[str], tasks: list[Task], base_dir=None, limit: int | None = None,
-             batch_size: int = 16) -> dict:
+             batch_size: int = 16, device: str = "cpu") -> dict:
     splits = {}
     for m in manifests:
-        rows = read_manifest(m)
+        rows = read_rows(m)
         splits[Path(m).stem] = rows[:limit] if limit else rows
     report: dict = {"produced_by": "slimspeech evaluate", "normalization": scoring.__doc__.strip().split("\n\n")[1],
                     "tasks": [str(t) for t in tasks], "splits": {k: len(v) for k, v in splits.items()}}
     for role, path in (("model", model_dir), ("base", base_dir)):
         if path is None:
             continue
-        model = load_model(path)
+        model = load_model(path, device=device)
         report[role] = {"dir": str(path), **model.describe(),
                         "scores": {name: evaluate_rows(model, rows, tasks, batch_size) for name, rows in splits.items()}}
         log.info("%s %s: %s", role, path, {s: {t: {k: v for k, v in r.items() if k in ("wer", "bleu")}
@@ -97,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N utterances of each split")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default=None, help="report JSON (default: print a summary only)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     return p
 
 
@@ -105,7 +125,8 @@ def main(argv: list[str]) -> int:
     tasks = [parse_task(t) for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise SlimError("--tasks is empty: pass e.g. transcribe,translate:fr", param="tasks")
-    report = evaluate(args.model or default_model_dir(), args.data, tasks, args.base, args.limit, args.batch_size)
+    report = evaluate(args.model or default_model_dir(), args.data, tasks, args.base, args.limit, args.batch_size,
+                      args.device)
     if args.out:
         write_json(Path(args.out), report)
     for split, tasks_ in report["model"]["scores"].items():

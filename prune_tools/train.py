@@ -201,6 +201,10 @@ def train_loop(cfg: TrainConfig, stage: str, module: torch.nn.Module, prefixes: 
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
         log.info("%s: resuming at step %d", stage, start)
+        if (d / "log.jsonl").exists():  # drop records of steps after the checkpoint: they are re-run
+            kept = [line for line in (d / "log.jsonl").read_text().splitlines()
+                    if line and json.loads(line)["step"] <= start]
+            (d / "log.jsonl").write_text("".join(line + "\n" for line in kept))
     elapsed0 = state["elapsed_s"] if state else 0.0
     t0 = time.time()
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+
+# Two cores, and tests that start servers or torchrun workers: oversubscribed BLAS threads make tiny
+# models ~100x slower. Child processes inherit the environment.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def espeak_wav(text: str, path, voice: str = "en-us", speed: int = 160) -> str:

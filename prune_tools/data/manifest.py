@@ -20,12 +20,14 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from speechllm.errors import SlimError
+
 __all__ = ["ManifestError", "REQUIRED_KEYS", "read_manifest", "write_manifest"]
 
 REQUIRED_KEYS = ("id", "audio", "text")
 
 
-class ManifestError(ValueError):
+class ManifestError(SlimError):
     """A manifest is missing, malformed, or points at missing audio."""
 
 

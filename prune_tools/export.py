@@ -1,0 +1,164 @@
+"""``slimspeech export``: the final shared ASR + AST backbone as a model dir the server and vLLM load.
+
+    slimspeech evaluate --model runs/sweep/f0.30/healed --base BASE --data test-clean.jsonl --out eval.json
+    slimspeech export --model runs/sweep/f0.30/healed --eval eval.json --out models/slim-30 [--dtype float16]
+
+The output is an ordinary model dir of the same family (``slam``: ``decoder/`` is a plain HF
+causal-LM dir with its tokenizer, the pruned layer count in its config and no LoRA weights, so
+``AutoModelForCausalLM`` and vLLM load it alone; ``qwen2_audio``: ``hf/``), in ``--dtype``
+(float16 by default, as the shipped demo model). Its ``provenance.json`` keeps the whole history
+(lineage, removed / kept layers, analysis, healing) and adds ``export`` and ``scores``: the
+eval report's WER / BLEU / chrF per split and task, the base's scores, the relative degradation
+and whether each is within the 0.25 tolerance. The report must be of this model (same layer
+count and parameter count), else the export is refused. The export is checked by reloading it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from speechllm.errors import SlimError
+from speechllm.modeldir import load_model, read_json, write_json
+
+from .analyze import DTYPES, model_fingerprint
+from .evaluate import TOLERANCE
+from .prune import layer_list, lineage
+
+log = logging.getLogger(__name__)
+
+
+def check_report(report: dict, model, path) -> None:
+    """SlimError unless ``report`` is an evaluate report of ``model`` (family, layer and parameter counts)."""
+    if report.get("produced_by") != "slimspeech evaluate" or "model" not in report:
+        raise SlimError(f"{path} is not a report written by slimspeech evaluate --out", param="eval")
+    m = report["model"]
+    L, P = model.num_decoder_layers, model.num_parameters()
+    if m.get("decoder_layers") != L or m.get("parameters") != P or m.get("family") != model.family:
+        raise SlimError(f"eval report {path} is of a {m.get('family')} model with {m.get('decoder_layers')} decoder "
+                        f"layers and {m.get('parameters')} parameters ({m.get('dir')}), not this one ({L} layers, "
+                        f"{P} parameters): run `slimspeech evaluate --model THIS_DIR --out ...`", param="eval")
+
+
+def within_tolerance(deg: float | None, model_score: dict, base_score: dict, tolerance: float = TOLERANCE) -> bool:
+    """Whether a relative degradation is within the tolerance. A zero base score leaves the ratio undefined
+    (None): then a WER passes only if it is 0 too, and a BLEU always passes (it cannot drop below 0)."""
+    if deg is not None:
+        return deg <= tolerance + 1e-12
+    if "wer" in model_score:
+        return model_score["wer"] <= base_score["wer"]
+    return model_score["bleu"] >= base_score["bleu"]
+
+
+def _strip(scores: dict) -> dict:
+    return {s: {t: {k: v for k, v in r.items() if k != "examples"} for t, r in by.items()} for s, by in scores.items()}
+
+
+def scores_summary(report: dict, path) -> dict:
+    """The ``scores`` block of a provenance from an evaluate report (with a base: degradation + tolerance)."""
+    m = report["model"]
+    out = {"report": str(Path(path).resolve()), "evaluated_dir": m.get("dir"), "tasks": report.get("tasks"),
+           "splits": report.get("splits"), "normalization": report.get("normalization"),
+           "model": _strip(m["scores"])}
+    if "base" in report:
+        deg = report.get("relative_degradation", {})
+        tol = report.get("tolerance", TOLERANCE)
+        out.update(base={"dir": report["base"].get("dir"), "decoder_layers": report["base"].get("decoder_layers"),
+                         "scores": _strip(report["base"]["scores"])},
+                   relative_degradation=deg, tolerance=tol,
+                   within_tolerance={s: {t: within_tolerance(d, m["scores"][s][t], report["base"]["scores"][s][t], tol)
+                                         for t, d in by.items()} for s, by in deg.items()})
+    return out
+
+
+def verify_export(out: Path, model) -> dict:
+    """Reload the exported dir and check the standalone decoder config and weights; -> a summary."""
+    L = model.num_decoder_layers
+    reloaded = load_model(out)
+    if reloaded.num_decoder_layers != L:
+        raise RuntimeError(f"export {out} reloads with {reloaded.num_decoder_layers} decoder layers, expected {L}")
+    sub = "decoder" if model.family == "slam" else "hf"
+    cfg = read_json(out / sub / "config.json")
+    text_cfg = cfg.get("text_config", cfg) if model.family != "slam" else cfg
+    if text_cfg.get("num_hidden_layers") != L or len(text_cfg.get("layer_types") or [None] * L) != L:
+        raise RuntimeError(f"{out / sub}/config.json does not describe {L} layers")
+    from safetensors import safe_open
+
+    keys = []
+    for f in sorted((out / sub).glob("*.safetensors")):
+        with safe_open(str(f), "pt") as st:
+            keys += list(st.keys())
+    idx = {int(m.group(1)) for k in keys for m in [re.search(r"(?:^|\.)layers\.(\d+)\.", k)]
+           if m and "audio_tower" not in k}
+    if any("lora" in k for k in keys) or idx != set(range(L)):
+        raise RuntimeError(f"{out / sub} weights do not hold exactly layers 0-{L - 1} without LoRA")
+    return {"decoder_dir": str((out / sub).resolve()), "decoder_layers": L, "tensors": len(keys)}
+
+
+def export(model_dir, out, *, eval_report=None, dtype: str = "float16", note: str | None = None) -> dict:
+    """Write ``model_dir`` as the final backbone to ``out``; -> the new provenance."""
+    if dtype not in DTYPES:
+        raise SlimError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}", param="dtype")
+    report = None
+    if eval_report is not None:
+        if not Path(eval_report).is_file():
+            raise SlimError(f"eval report not found: {eval_report} (write one with slimspeech evaluate --out)",
+                            param="eval")
+        try:
+            report = read_json(eval_report)
+        except json.JSONDecodeError as exc:
+            raise SlimError(f"{eval_report} is not valid JSON ({exc})", param="eval") from None
+    model = load_model(model_dir)
+    scores = None
+    if report is not None:
+        check_report(report, model, eval_report)
+        scores = scores_summary(report, eval_report)
+    prov = dict(model.provenance)
+    parent = {"dir": str(Path(model_dir).resolve()), "produced_by": prov.get("produced_by"),
+              "fingerprint": model_fingerprint(model), "decoder_layers": model.num_decoder_layers}
+    kept = layer_list(model)
+    model = model.to(DTYPES[dtype])
+    prov.update({
+        "produced_by": "slimspeech export",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "parent": parent,
+        "lineage": lineage(dict(model.provenance), parent),
+        "kept_layers": kept,
+        "removed_layers": prov.get("removed_layers", []),
+        "decoder_layers": model.num_decoder_layers,
+        "export": {"dtype": dtype, "note": note, **model.describe()},
+        "scores": scores if scores is not None else prov.get("scores"),
+    })
+    model.save(out, provenance=prov)
+    prov["export"]["verified"] = verify_export(Path(out), model)
+    write_json(Path(out) / "provenance.json", prov)
+    log.info("exported %s (%d decoder layers, %s) -> %s", model_dir, model.num_decoder_layers, dtype, out)
+    return prov
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimspeech export", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="the healed (or pruned) model dir")
+    p.add_argument("--out", required=True, help="exported model dir")
+    p.add_argument("--eval", default=None, help="report of slimspeech evaluate --out on this model (--base for "
+                                               "relative degradation): its scores go into the provenance")
+    p.add_argument("--dtype", default="float16", choices=tuple(DTYPES))
+    p.add_argument("--note", default=None, help="free text stored in the provenance")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    prov = export(args.model, args.out, eval_report=args.eval, dtype=args.dtype, note=args.note)
+    s = prov.get("scores") or {}
+    cells = "; ".join(
+        f"{split} " + ", ".join(f"{t} " + " ".join(f"{k}={v}" for k, v in r.items() if k in ("wer", "bleu"))
+                                for t, r in by.items())
+        for split, by in (s.get("model") or {}).items())
+    print(f"exported {prov['decoder_layers']}-layer backbone ({args.dtype}) -> {args.out}"
+          + (f": {cells}" if cells else " (no scores: pass --eval REPORT)"))
+    return 0

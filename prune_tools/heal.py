@@ -1,0 +1,591 @@
+"""``slimspeech heal``: retrain a pruned model a little: LoRA on the decoder + the projector, jointly.
+
+    slimspeech heal --model runs/pruned-30 --data data/bench/train.jsonl --out runs/healed-30 \\
+        [--train lora,projector] [--teacher BASE] [--steps 300] [--batch-size 8] [--work DIR]
+    torchrun --nproc_per_node 2 -m speechllm.cli heal ...      # data parallel (DDP): gloo on CPU, nccl on GPU
+
+What trains (``--train``, the paper: either alone is not enough; both by default):
+- ``lora``: peft LoRA adapters on the decoder's attention and MLP projections only
+  (``model.lora_target_modules()``: q/k/v/o/gate/up/down of the decoder layers, never the
+  encoder's modules of the same names); merged into the weights at the end.
+- ``projector``: every projector parameter (``model.projector_prefixes``), fully. For a
+  ``ctc_embed`` projector an auxiliary CTC loss on the transcript (``--ctc-weight``) keeps its
+  CTC head a CTC head.
+Everything else (encoder, embeddings, LM head, the base decoder weights) stays frozen.
+
+Data: every step draws ``batch_size`` (task, utterance) pairs per process from (seed, step),
+each task uniformly from ``--tasks`` (so batches mix ASR and AST), the target being the
+manifest's ``text`` or ``translation[lang]``. The global batch is the same whatever the
+number of processes, and a resumed run draws the same batches as an uninterrupted one.
+
+Loss: cross-entropy on the target tokens (+ EOS); with ``--teacher BASE`` (the unpruned model)
+``(1 - w) * CE + w * T^2 * KL(teacher || student)`` on the target positions at temperature T.
+
+Work dir (``--work``, default ``OUT.work``): ``log.jsonl`` (one line per step), ``ckpt.pt``
+(trainable parameters + optimizer + step; a re-run resumes from it and refuses a checkpoint of
+another model, layer list or config), ``adapter/`` (the unmerged LoRA adapter, peft format, with
+``slimspeech_adapter.json`` listing the kept layers: ``--adapter DIR`` refuses to apply it to a
+model with another layer list). The output is a model dir with LoRA merged and provenance
+(``healing``: config, data, steps, losses, world size; ``kept_layers``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from speechllm.audio import load_audio
+from speechllm.errors import SlimError
+from speechllm.modeldir import load_model, read_json, write_json
+from speechllm.tasks import Task
+
+from .analyze import DEFAULT_TASKS, load_rows, model_fingerprint, parse_tasks, pick_device
+from .prune import layer_list, lineage
+
+log = logging.getLogger(__name__)
+COMPONENTS = ("lora", "projector")
+ADAPTER_META = "slimspeech_adapter.json"
+#: config fields that may change between a run and its resumption
+RESUMABLE_CHANGES = ("steps", "ckpt_every")
+
+
+@dataclass
+class HealConfig:
+    train: tuple[str, ...] = COMPONENTS
+    tasks: str = DEFAULT_TASKS
+    steps: int = 300
+    batch_size: int = 8  # per process
+    lr: float = 1e-3  # LoRA
+    projector_lr: float = 5e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    weight_decay: float = 0.0
+    warmup: int = 20  # linear warmup steps, then constant until decay_from * steps, then linear decay to 10%
+    decay_from: float = 0.7
+    max_grad_norm: float = 1.0
+    distill_weight: float = 0.5  # with a teacher: (1 - w) * CE + w * KL
+    temperature: float = 2.0
+    ctc_weight: float = 0.3  # ctc_embed projector being trained: auxiliary CTC on the transcript
+    ckpt_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self):
+        self.train = parse_train(self.train)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["train"] = list(self.train)
+        return d
+
+
+def parse_train(value) -> tuple[str, ...]:
+    parts = [p.strip() for p in (value.split(",") if isinstance(value, str) else value) if p.strip()]
+    bad = [p for p in parts if p not in COMPONENTS]
+    if bad or not parts:
+        raise SlimError(f"--train {','.join(parts) or '(empty)'}: choose lora, projector or lora,projector",
+                        param="train")
+    return tuple(c for c in COMPONENTS if c in parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA
+
+
+def attach_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0):
+    """Inject LoRA into the decoder's projections of ``model`` (in place) -> the PeftModel around it.
+
+    Only the modules ``model.lora_target_modules()`` names get adapters; peft freezes every
+    other parameter.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets = model.lora_target_modules()
+    if not targets:
+        raise SlimError(f"no decoder projections found for LoRA in this {model.family} model", param="train")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    return get_peft_model(model, config)
+
+
+def merge_lora(peft_model):
+    """Fold the LoRA weights into the base weights -> the plain SpeechLLM (no peft modules left)."""
+    return peft_model.merge_and_unload()
+
+
+def save_adapter(peft_model, model, path: str | Path, fingerprint: str | None = None) -> Path:
+    """The unmerged adapter (peft format) + ``slimspeech_adapter.json`` with the kept-layer list."""
+    path = Path(path)
+    peft_model.save_pretrained(str(path))
+    write_json(path / ADAPTER_META, {
+        "produced_by": "slimspeech heal", "family": model.family, "kept_layers": layer_list(model),
+        "decoder_layers": model.num_decoder_layers, "model_fingerprint": fingerprint,
+        "lora_target_modules": len(model.lora_target_modules()),
+    })
+    return path
+
+
+def check_adapter(model, path: str | Path) -> dict:
+    """SlimError unless the adapter at ``path`` was trained on a model with this model's layer list."""
+    path = Path(path)
+    meta_path = path / ADAPTER_META
+    if not (path / "adapter_config.json").is_file():
+        raise SlimError(f"{path} is not a LoRA adapter dir (no adapter_config.json)", param="adapter")
+    if not meta_path.is_file():
+        raise SlimError(f"{path} has no {ADAPTER_META}: its layer list is unknown, so it cannot be checked "
+                        "against this model; use an adapter saved by slimspeech heal", param="adapter")
+    meta = read_json(meta_path)
+    mine = layer_list(model)
+    if meta.get("kept_layers") != mine or meta.get("family") != model.family:
+        raise SlimError(f"adapter {path} was trained on a {meta.get('family')} model with decoder layers "
+                        f"{meta.get('kept_layers')} but this model runs layers {mine}: LoRA weights are indexed by "
+                        "layer position, so heal this model instead", param="adapter")
+    return meta
+
+
+def load_adapter(model, path: str | Path, trainable: bool = True):
+    """Apply a saved adapter to ``model`` (after ``check_adapter``) -> the PeftModel."""
+    from peft import PeftModel
+
+    check_adapter(model, path)
+    return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+class HealData:
+    """Draws mixed-task batches of (task, audio, target text, transcript) from manifest rows by (seed, step)."""
+
+    def __init__(self, rows: list[dict], tasks: list[Task], seed: int = 0, max_seconds: float | None = None):
+        from .evaluate import reference
+
+        self.rows, self.tasks, self.seed, self.max_seconds = rows, tasks, seed, max_seconds
+        self.eligible: list[list[int]] = []
+        for task in tasks:
+            ok = [i for i, r in enumerate(rows) if _has_reference(r, task)]
+            if not ok:
+                raise SlimError(f"no utterance of the training data has a reference for {task}: "
+                                f"drop it from --tasks or use a manifest with translations", param="tasks")
+            self.eligible.append(ok)
+        self.reference = reference
+
+    def _draw(self, step: int, total: int):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        which = torch.randint(0, len(self.tasks), (total,), generator=g).tolist()
+        return which, torch.rand(total, generator=g).tolist()
+
+    def task_counts(self, step: int, total: int) -> dict[str, int]:
+        """How many samples of each task the global batch of ``step`` holds."""
+        which, _ = self._draw(step, total)
+        return {t.label: which.count(i) for i, t in enumerate(self.tasks)}
+
+    def batch(self, step: int, size: int, rank: int = 0, world: int = 1):
+        """-> (tasks, wavs, targets, transcripts) of this rank's share of the global batch ``size * world``."""
+        which, pick = self._draw(step, size * world)
+        tasks, wavs, targets, transcripts = [], [], [], []
+        for k in range(rank * size, (rank + 1) * size):
+            t = which[k]
+            row = self.rows[self.eligible[t][int(pick[k] * len(self.eligible[t]))]]
+            tasks.append(self.tasks[t])
+            wavs.append(load_audio(row["audio"], max_seconds=self.max_seconds))
+            targets.append(self.reference(row, self.tasks[t]))
+            transcripts.append(row.get("text") or "")
+        return tasks, wavs, targets, transcripts
+
+
+def _has_reference(row: dict, task: Task) -> bool:
+    if task.name == "transcribe":
+        return bool(row.get("text"))
+    return bool((row.get("translation") or {}).get(task.target_lang))
+
+
+# ---------------------------------------------------------------------------------------------
+# the model under training
+
+
+class Student(nn.Module):
+    """(tasks, wavs, targets) -> (logits (B, T, V), labels (B, T), aux): the module DDP wraps."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tasks, wavs, targets):
+        x = self.model.embed(tasks, wavs, targets)
+        out = self.model.lm(inputs_embeds=x.inputs_embeds, attention_mask=x.attention_mask,
+                            position_ids=x.position_ids)
+        return out.logits, x.labels, x.aux
+
+
+def target_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, V), (B, T) -> (N, V) logits that predict the N target tokens, and those (N,) token ids."""
+    pred, gold = logits[:, :-1], labels[:, 1:]
+    mask = gold != -100
+    return pred[mask], gold[mask]
+
+
+def distill_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher || student) per target token, (N, V) logits each."""
+    s = F.log_softmax(student.float() / temperature, -1)
+    t = F.log_softmax(teacher.float() / temperature, -1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2
+
+
+def setup_trainable(model, cfg: HealConfig, adapter=None):
+    """Freeze everything, then open LoRA and/or the projector. -> (peft model or None, param groups)."""
+    torch.manual_seed(cfg.seed)  # the same LoRA init on every rank (DDP also broadcasts rank 0's)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    peft_model = None
+    if "lora" in cfg.train:
+        if adapter is not None:
+            peft_model = load_adapter(model, adapter, trainable=True)
+        else:
+            peft_model = attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    elif adapter is not None:
+        raise SlimError("--adapter needs lora in --train", param="adapter")
+    groups = []
+    lora = [p for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
+    if lora:
+        groups.append({"params": lora, "lr": cfg.lr, "name": "lora"})
+    if "projector" in cfg.train:
+        proj = [p for n, p in model.named_parameters() if n.startswith(model.projector_prefixes)]
+        if not proj:
+            raise SlimError(f"this {model.family} model has no projector parameters under "
+                            f"{model.projector_prefixes}", param="train")
+        for p in proj:
+            p.requires_grad_(True)
+        groups.append({"params": proj, "lr": cfg.projector_lr, "name": "projector"})
+    return peft_model, groups
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+    def mean(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.startswith("cuda") else "cpu")
+        dist.all_reduce(t)
+        return (t / self.world).tolist()
+
+
+def init_distributed(device: str = "auto") -> Dist:
+    """Join the process group torchrun set up (WORLD_SIZE > 1), else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device)
+    if world <= 1:
+        return Dist(0, 1, device)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(rank, world, device, owns)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def _check_resume(state: dict, cfg: HealConfig, kept: list[int], fingerprint: str, ckpt_path: Path) -> None:
+    if state.get("kept_layers") != kept:
+        raise SlimError(f"checkpoint {ckpt_path} was trained on decoder layers {state.get('kept_layers')}, this model "
+                        f"runs {kept}: use another --work dir", param="work")
+    if state.get("model_fingerprint") != fingerprint:
+        raise SlimError(f"checkpoint {ckpt_path} belongs to another model (fingerprint {state.get('model_fingerprint')}"
+                        f" vs {fingerprint}): use another --work dir or delete it", param="work")
+    old = {k: v for k, v in state.get("config", {}).items() if k not in RESUMABLE_CHANGES}
+    new = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES}
+    if old != new:
+        diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
+        raise SlimError(f"checkpoint {ckpt_path} was made with another healing config {diff} (old, new): "
+                        "use the same flags to resume, or another --work dir", param="work")
+
+
+def heal(model_dir, manifests: list[str], out, cfg: HealConfig | None = None, *, teacher=None, work=None,
+         adapter=None, device: str = "auto", limit: int | None = None, stop_after: int | None = None,
+         progress: bool = True) -> dict | None:
+    """Heal ``model_dir`` on ``manifests`` and save the merged model to ``out``; -> its provenance.
+
+    Under torchrun every process calls this; rank 0 logs, checkpoints and saves. ``stop_after``
+    ends this run after that many steps (checkpointed, no output): a later call resumes.
+    """
+    from .train import Checkpoint, ctc_loss, lr_factor
+
+    cfg = cfg or HealConfig()
+    if cfg.steps < 0:
+        raise SlimError(f"--steps {cfg.steps} must be >= 0", param="steps")
+    tasks_req = parse_tasks(cfg.tasks)
+    out = Path(out)
+    work = Path(work) if work else out.parent / f"{out.name}.work"
+    rows = load_rows(manifests, limit)
+    if not rows:
+        raise SlimError("the training manifest is empty", param="data")
+    D = init_distributed(device)
+    t0 = time.time()
+    try:
+        model = load_model(model_dir, device=D.device)
+        tasks = model.resolve_tasks(tasks_req)
+        kept = layer_list(model)
+        fingerprint = model_fingerprint(model)
+        parent_prov = dict(model.provenance)
+        teacher_model = None
+        if teacher is not None:
+            teacher_model = load_model(teacher, device=D.device)
+            if len(teacher_model.tokenizer) != len(model.tokenizer) or teacher_model.family != model.family:
+                raise SlimError(f"teacher {teacher} is a {teacher_model.family} model with a vocabulary of "
+                                f"{len(teacher_model.tokenizer)}, the student a {model.family} one with "
+                                f"{len(model.tokenizer)}: distil from the model this one was pruned from",
+                                param="teacher")
+            for p in teacher_model.parameters():
+                p.requires_grad_(False)
+        peft_model, groups = setup_trainable(model, cfg, adapter)
+        n_trainable = {g["name"]: sum(p.numel() for p in g["params"]) for g in groups}
+        data = HealData(rows, tasks, cfg.seed, model.max_audio_seconds)
+        use_ctc = ("projector" in cfg.train and cfg.ctc_weight > 0
+                   and hasattr(getattr(model, "projector", None), "blank_id"))
+        student = Student(model)
+        step_module = student
+        if D.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            step_module = DDP(student, device_ids=[int(D.device.split(":")[1])] if D.device.startswith("cuda")
+                              else None)
+        opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups],
+                                weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+        base_lrs = [g["lr"] for g in opt.param_groups]
+        work.mkdir(parents=True, exist_ok=True)
+        ckpt = Checkpoint(work / "ckpt.pt")
+        state = ckpt.load()
+        start, elapsed0 = 0, 0.0
+        if state is not None:
+            _check_resume(state, cfg, kept, fingerprint, ckpt.path)
+            missing = set(state["params"]) - set(dict(model.named_parameters()))
+            if missing:
+                raise SlimError(f"checkpoint {ckpt.path} has parameters this model lacks ({sorted(missing)[:3]}...):"
+                                " use another --work dir", param="work")
+            model.load_state_dict(state["params"], strict=False)
+            opt.load_state_dict(state["optimizer"])
+            start, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
+            log.info("heal: resuming from %s at step %d", ckpt.path, start)
+            if state.get("world_size", D.world) != D.world:
+                log.warning("heal: the checkpoint was written by %d process(es), this run has %d: the global batch "
+                            "changes from %d to %d", state["world_size"], D.world,
+                            cfg.batch_size * state["world_size"], cfg.batch_size * D.world)
+        total = cfg.steps
+        end = total if stop_after is None else min(total, start + stop_after)
+        if D.main:
+            write_json(work / "heal_config.json", {"model": str(Path(model_dir).resolve()), "config": cfg.to_dict(),
+                                                   "teacher": str(teacher) if teacher else None,
+                                                   "world_size": D.world, "kept_layers": kept})
+
+        def save_ckpt(step):
+            if D.main:
+                ckpt.save({"params": trainable_state(model), "optimizer": opt.state_dict(), "step": step,
+                           "elapsed_s": elapsed0 + time.time() - t0, "config": cfg.to_dict(),
+                           "kept_layers": kept, "model_fingerprint": fingerprint, "world_size": D.world})
+
+        model.train()
+        if teacher_model is not None:
+            teacher_model.eval()
+        params = [p for g in opt.param_groups for p in g["params"]]
+        losses: list[float] = []
+        bar = tqdm(total=total, initial=start, desc="heal", mininterval=5, disable=not (D.main and progress))
+        with open(work / "log.jsonl", "a") if D.main else open(os.devnull, "w") as logf:
+            for step in range(start, end):
+                for g, lr in zip(opt.param_groups, base_lrs):
+                    g["lr"] = lr * lr_factor(cfg, step, total)
+                torch.manual_seed(cfg.seed * 7919 + step * D.world + D.rank)  # LoRA dropout, reproducible on resume
+                btasks, wavs, targets, transcripts = data.batch(step, cfg.batch_size, D.rank, D.world)
+                logits, labels, aux = step_module(btasks, wavs, targets)
+                s_logits, gold = target_logits(logits, labels)
+                ce = F.cross_entropy(s_logits.float(), gold)
+                loss, parts = ce, {"ce": float(ce.detach())}
+                if teacher_model is not None:
+                    with torch.no_grad():
+                        t_logits, t_labels, _ = Student(teacher_model)(btasks, wavs, targets)
+                    t_sel, t_gold = target_logits(t_logits, t_labels)
+                    if not torch.equal(t_gold, gold):
+                        raise SlimError("teacher and student tokenize the targets differently: use the model this "
+                                        "one was pruned from as --teacher", param="teacher")
+                    kl = distill_kl(s_logits, t_sel, cfg.temperature)
+                    loss = (1 - cfg.distill_weight) * ce + cfg.distill_weight * kl
+                    parts["kl"] = float(kl.detach())
+                if use_ctc and aux.get("ctc_logits") is not None:
+                    ids = [model.text_ids(t) for t in transcripts]
+                    ctc = ctc_loss(aux["ctc_logits"], aux["ctc_lengths"], ids, model.projector.blank_id)
+                    loss = loss + cfg.ctc_weight * ctc
+                    parts["ctc"] = float(ctc.detach())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                opt.step()
+                names = ["loss", *parts]
+                means = D.mean([float(loss.detach()), *parts.values()])
+                rec = {"step": step + 1, **{k: round(v, 5) for k, v in zip(names, means)},
+                       "lr": opt.param_groups[0]["lr"], "grad_norm": round(float(grad_norm), 4),
+                       "tasks": data.task_counts(step, cfg.batch_size * D.world),
+                       "elapsed_s": round(elapsed0 + time.time() - t0, 2)}
+                losses.append(rec["loss"])
+                if D.main:
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+                bar.set_postfix(loss=rec["loss"], refresh=False)
+                bar.update(1)
+                if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
+                    save_ckpt(step + 1)
+        bar.close()
+        if end < total:
+            log.info("heal: stopped after step %d of %d (resume by re-running)", end, total)
+            D.barrier()
+            return None
+        provenance = None
+        if D.main:
+            model.to("cpu")
+            adapter_dir = None
+            if peft_model is not None:
+                adapter_dir = save_adapter(peft_model, model, work / "adapter", fingerprint)
+                model = merge_lora(peft_model)
+            history = _read_log(work / "log.jsonl", total)
+            parent = {"dir": str(Path(model_dir).resolve()), "fingerprint": fingerprint,
+                      "decoder_layers": model.num_decoder_layers, "produced_by": parent_prov.get("produced_by")}
+            provenance = {
+                **parent_prov,
+                "produced_by": "slimspeech heal",
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "parent": parent,
+                "lineage": lineage(parent_prov, parent),
+                "kept_layers": kept,
+                "removed_layers": parent_prov.get("removed_layers", []),
+                "decoder_layers": model.num_decoder_layers,
+                "healing": {
+                    "config": cfg.to_dict(), "train": list(cfg.train),
+                    "lora_target_modules": len(model.lora_target_modules()) if "lora" in cfg.train else 0,
+                    "trainable_parameters": n_trainable,
+                    "teacher": str(Path(teacher).resolve()) if teacher else None,
+                    "data": {"manifests": [str(Path(m).resolve()) for m in manifests], "utterances": len(rows),
+                             "tasks": [str(t) for t in tasks]},
+                    "steps": total, "world_size": D.world, "device": D.device,
+                    "global_batch": cfg.batch_size * D.world,
+                    "first_loss": history[0] if history else None,
+                    "final_loss": round(sum(history[-10:]) / len(history[-10:]), 5) if history else None,
+                    "seconds": round(elapsed0 + time.time() - t0, 1),
+                    "log": str((work / "log.jsonl").resolve()),
+                    "adapter": str(adapter_dir.resolve()) if adapter_dir else None,
+                    "initial_adapter": str(Path(adapter).resolve()) if adapter else None,
+                },
+                "scores": None,
+                **{k: v for k, v in model.describe().items() if k in ("parameters", "weight_bytes")},
+            }
+            model.eval().save(out, provenance=provenance)
+            log.info("healed %s (%s, %d steps, loss %s -> %s) -> %s", model_dir, "+".join(cfg.train), total,
+                     provenance["healing"]["first_loss"], provenance["healing"]["final_loss"], out)
+        D.barrier()
+        return provenance
+    finally:
+        if D.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _read_log(path: Path, total: int) -> list[float]:
+    """Loss per step 1..total from the JSONL log (a resumed run's last record of each step wins)."""
+    by_step: dict[int, float] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                by_step[rec["step"]] = rec["loss"]
+    return [by_step[s] for s in sorted(by_step) if s <= total]
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimspeech heal", description=__doc__.splitlines()[0])
+    d = HealConfig()
+    p.add_argument("--model", required=True, help="pruned model dir")
+    p.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="training manifest(s), JSONL")
+    p.add_argument("--out", required=True, help="healed model dir (LoRA merged)")
+    p.add_argument("--work", default=None, help="log, checkpoint and adapter dir (default: OUT.work)")
+    p.add_argument("--train", default="lora,projector", help="lora,projector (default), lora or projector")
+    p.add_argument("--teacher", default=None, help="unpruned model dir: logit distillation on target tokens")
+    p.add_argument("--adapter", default=None, help="start LoRA from this saved adapter (same layer list)")
+    p.add_argument("--tasks", default=d.tasks)
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
+    p.add_argument("--lr", type=float, default=d.lr, help="LoRA learning rate")
+    p.add_argument("--projector-lr", type=float, default=d.projector_lr)
+    p.add_argument("--lora-r", type=int, default=d.lora_r)
+    p.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
+    p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight)
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--ctc-weight", type=float, default=d.ctc_weight)
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--limit", type=int, default=None, help="first N utterances of the data")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (torchrun: one GPU per process)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    return p
+
+
+def config_from_args(args) -> HealConfig:
+    return HealConfig(train=args.train, tasks=args.tasks, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      projector_lr=args.projector_lr, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                      lora_dropout=args.lora_dropout, warmup=args.warmup, distill_weight=args.distill_weight,
+                      temperature=args.temperature, ctc_weight=args.ctc_weight, ckpt_every=args.ckpt_every,
+                      seed=args.seed)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    prov = heal(args.model, args.data, args.out, cfg, teacher=args.teacher, work=args.work, adapter=args.adapter,
+                device=args.device, limit=args.limit)
+    if prov is not None:
+        h = prov["healing"]
+        print(f"healed {args.model} ({'+'.join(h['train'])}, {h['steps']} steps x {h['global_batch']}, "
+              f"{h['world_size']} process(es)): loss {h['first_loss']} -> {h['final_loss']} -> {args.out}")
+    return 0

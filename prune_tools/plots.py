@@ -1,0 +1,104 @@
+"""Figures of the pruning pipeline, written as PNG files (matplotlib, Agg backend, no display).
+
+    heatmap_grid([("speech / transcribe", matrix), ...], "out/heatmaps_last.png", title=...)
+    degradation_curves({"transcribe": {"test-clean": [(0.1, 0.02), ...]}}, "out/degradation.png")
+
+``matrix[n - 1][l]`` is the angular distance d(l, n) of the block of ``n`` layers starting at
+layer ``l`` (``None`` where l + n > L), as ``prune_tools.analyze`` stores it. The heatmap puts the
+start layer on the x axis and the block size on the y axis, like the paper's Figure 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _as_array(matrix: list[list[float | None]]) -> np.ndarray:
+    return np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=np.float64)
+
+
+def _draw_heatmap(ax, matrix, title: str, vmin: float, vmax: float, best: list[dict] | None = None):
+    arr = np.ma.masked_invalid(_as_array(matrix))
+    L = arr.shape[0]
+    im = ax.imshow(arr, origin="lower", aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax,
+                   extent=(-0.5, arr.shape[1] - 0.5, 0.5, L + 0.5), interpolation="nearest")
+    if best:  # the best (most redundant) start layer per block size
+        ax.plot([b["start"] for b in best], [b["n"] for b in best], "w.", markersize=4)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("start layer l")
+    ax.set_ylabel("block size n")
+    return im
+
+
+def heatmap_grid(panels: list[tuple[str, list, list | None]], path: str | Path, title: str = "",
+                 cols: int | None = None) -> Path:
+    """One heatmap per (title, matrix, best-blocks or None) panel, sharing one colour scale."""
+    plt = _pyplot()
+    cols = cols or min(len(panels), 4)
+    rows = math.ceil(len(panels) / cols)
+    values = np.concatenate([_as_array(m).ravel() for _, m, _ in panels])
+    values = values[np.isfinite(values)]
+    vmin, vmax = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 0.8, 3.1 * rows), squeeze=False, layout="constrained")
+    im = None
+    for ax, (name, matrix, best) in zip(axes.ravel(), panels):
+        im = _draw_heatmap(ax, matrix, name, vmin, vmax, best)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), label="angular distance d(l, n)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    log.debug("wrote %s", path)
+    return path
+
+
+def degradation_curves(curves: dict[str, dict[str, list[tuple[float, float | None]]]], path: str | Path,
+                       tolerance: float = 0.25, max_fraction: float | None = None,
+                       ylabels: dict[str, str] | None = None, title: str = "") -> Path:
+    """One panel per task, one line per split: relative degradation vs fraction of decoder layers removed.
+
+    ``curves[task][split] = [(fraction, degradation or None), ...]``; the dashed line is the tolerance.
+    """
+    plt = _pyplot()
+    tasks = list(curves)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for split, pts in curves[task].items():
+            pts = sorted((f, d) for f, d in pts if d is not None)
+            if pts:
+                ax.plot([f for f, _ in pts], [d for _, d in pts], "o-", label=split, markersize=4)
+        ax.axhline(tolerance, color="k", linestyle="--", linewidth=1, label=f"tolerance {tolerance:g}")
+        if max_fraction is not None:
+            ax.axvline(max_fraction, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("fraction of decoder layers removed")
+        ax.set_ylabel((ylabels or {}).get(task, "relative degradation"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    log.debug("wrote %s", path)
+    return path

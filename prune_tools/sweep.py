@@ -1,0 +1,377 @@
+"""``slimspeech sweep``: analyze once, then prune + heal + evaluate at each fraction; curve, max fraction, ablation.
+
+    slimspeech sweep --model BASE --data data/bench/train.jsonl \\
+        --eval-data data/bench/test-clean.jsonl data/bench/test-noisy.jsonl \\
+        --fractions 0.1,0.2,0.3,0.4,0.5 --out runs/sweep [--heal-steps 300] [--eval-limit 100] [--distill]
+
+Steps, each skipped when its output already exists (so an interrupted sweep resumes; a sweep
+dir made with other settings is refused):
+1. ``analysis/``: ``slimspeech analyze`` of BASE on ``--analysis-data`` (default: the training
+   data; choosing blocks on test data would leak), speech and text inputs, every task.
+2. ``base_eval.json``: BASE on every ``--eval-data`` split and task.
+3. per fraction f, ``f0.30/``: ``pruned/`` (the best block of round(f * L) layers for
+   ``--select-input/--select-task``), ``healed/`` (LoRA + projector, ``healed.work/`` its log,
+   checkpoint and adapter), ``eval.json`` (scores + relative degradation vs the base:
+   WER / WER_base - 1 for transcription, 1 - BLEU / BLEU_base for translation).
+4. the healing ablation at ``--ablation-fraction`` (default: the largest fraction within the
+   tolerance for transcription, else the smallest fraction), ``ablation-f0.30/``: no healing,
+   LoRA only, projector only, both.
+Outputs: ``sweep.json`` (everything, incl. ``max_fraction`` per task: the largest fraction whose
+degradation is <= 0.25 on every split), ``degradation.png`` (the paper's Figure 2: one panel per
+task, one line per split, dashed tolerance), ``ablation.md`` / ``ablation.json``, ``sweep.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from speechllm.errors import SlimError
+from speechllm.modeldir import read_json, read_spec, write_json
+from speechllm.tasks import PromptBook
+
+from . import analyze as analyze_mod
+from .evaluate import TOLERANCE, evaluate, relative_degradation
+from .export import scores_summary, within_tolerance
+from .heal import HealConfig, heal
+from .prune import block_size, prune
+
+log = logging.getLogger(__name__)
+VARIANTS = ("none", "lora", "projector", "both")
+#: config fields that may change when a sweep dir is reused
+REUSABLE_CHANGES = ("fractions", "ablation_fraction")
+
+
+@dataclass
+class SweepConfig:
+    fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5])
+    tasks: str = analyze_mod.DEFAULT_TASKS
+    analysis_limit: int | None = 200
+    analysis_batch_size: int = 8
+    eval_limit: int | None = None
+    eval_batch_size: int = 16
+    select_input: str = "speech"
+    select_task: str = "transcribe"
+    select_tokens: str = "last"
+    distill: bool = False
+    ablation_fraction: float | None = None
+    heal: HealConfig = field(default_factory=HealConfig)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["heal"] = self.heal.to_dict()
+        return d
+
+
+def ftag(f: float) -> str:
+    return f"f{f:.2f}"
+
+
+def _strip(scores: dict) -> dict:
+    """Scores without the example hypotheses."""
+    return {split: {t: {k: v for k, v in s.items() if k != "examples"} for t, s in tasks.items()}
+            for split, tasks in scores.items()}
+
+
+class Sweep:
+    def __init__(self, model_dir, train: list[str], eval_data: list[str], out, cfg: SweepConfig,
+                 analysis_data: list[str] | None = None, device: str = "auto"):
+        self.base = Path(model_dir)
+        self.train, self.eval_data = list(train), list(eval_data)
+        self.analysis_data = list(analysis_data or train)
+        self.out = Path(out)
+        self.cfg = cfg
+        self.device = analyze_mod.pick_device(device)
+        self.tasks = analyze_mod.parse_tasks(cfg.tasks)
+        if not cfg.fractions:
+            raise SlimError("--fractions is empty: pass e.g. 0.1,0.2,0.3", param="fractions")
+
+    # ---- steps --------------------------------------------------------------------------------
+    def check_config(self) -> None:
+        path = self.out / "sweep_config.json"
+        new = {"model": str(self.base.resolve()), "train": [str(Path(p).resolve()) for p in self.train],
+               "eval": [str(Path(p).resolve()) for p in self.eval_data],
+               "analysis_data": [str(Path(p).resolve()) for p in self.analysis_data], **self.cfg.to_dict()}
+        if path.exists():
+            old = read_json(path)
+            a = {k: v for k, v in old.items() if k not in REUSABLE_CHANGES}
+            b = {k: v for k, v in new.items() if k not in REUSABLE_CHANGES}
+            if a != b:
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                raise SlimError(f"{self.out} holds a sweep with other settings ({', '.join(diff)} differ): "
+                                "use a new --out or the same flags (only --fractions and --ablation-fraction may "
+                                "change)", param="out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(path, new)
+
+    def analysis(self) -> dict:
+        path = self.out / "analysis" / analyze_mod.ANALYSIS_FILE
+        if path.exists():
+            return analyze_mod.read_analysis(path)
+        log.info("sweep: analysing %s", self.base)
+        return analyze_mod.run(self.base, self.analysis_data, self.out / "analysis", tasks=self.tasks,
+                               limit=self.cfg.analysis_limit, batch_size=self.cfg.analysis_batch_size,
+                               device=self.device)
+
+    def evaluation(self, model_dir: Path, path: Path, base: dict | None) -> dict:
+        if path.exists():
+            return read_json(path)
+        t0 = time.time()
+        report = evaluate(model_dir, self.eval_data, self.tasks, limit=self.cfg.eval_limit,
+                          batch_size=self.cfg.eval_batch_size, device=self.device)
+        if base is not None:
+            report["base"] = base["model"]
+            report["relative_degradation"] = relative_degradation(report["model"]["scores"], base["model"]["scores"])
+            report["tolerance"] = TOLERANCE
+        report["seconds"] = round(time.time() - t0, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, report)
+        if Path(model_dir).resolve() != self.base.resolve():  # a dir this sweep made: it says how it scored
+            prov_path = Path(model_dir) / "provenance.json"
+            write_json(prov_path, {**read_json(prov_path), "scores": scores_summary(report, path)})
+        return report
+
+    def pruned(self, f: float, dest: Path) -> dict:
+        if (dest / "provenance.json").exists():
+            return read_json(dest / "provenance.json")
+        return prune(self.base, dest, analysis=self.out / "analysis", fraction=f, input=self.cfg.select_input,
+                     task=self.cfg.select_task, tokens=self.cfg.select_tokens)
+
+    def healed(self, pruned_dir: Path, dest: Path, train: tuple[str, ...]) -> dict:
+        if (dest / "provenance.json").exists():
+            return read_json(dest / "provenance.json")
+        cfg = dataclasses.replace(self.cfg.heal, train=train)
+        return heal(pruned_dir, self.train, dest, cfg, teacher=self.base if self.cfg.distill else None,
+                    work=dest.parent / f"{dest.name}.work", device=self.device)
+
+    # ---- reading results -----------------------------------------------------------------------
+    def point(self, f: float, report: dict, prov: dict) -> dict:
+        checks, degs = {}, {}
+        for split, by_task in report["model"]["scores"].items():
+            for label, s in by_task.items():
+                d = report["relative_degradation"][split][label]
+                degs.setdefault(label, {})[split] = d
+                checks.setdefault(label, {})[split] = within_tolerance(d, s, report["base"]["scores"][split][label])
+        return {"fraction": f, "removed_layers": prov["removed_layers"], "kept_layers": prov["kept_layers"],
+                "decoder_layers": len(prov["kept_layers"]), "scores": _strip(report["model"]["scores"]),
+                "relative_degradation": degs, "within_tolerance": checks,
+                "healing": {k: prov.get("healing", {}).get(k) for k in ("steps", "first_loss", "final_loss", "seconds")}
+                if prov.get("healing") else None}
+
+    @staticmethod
+    def max_fractions(points: list[dict], labels: list[str]) -> dict:
+        """Per task (and ``all_tasks``): the largest fraction within tolerance on every split, or None."""
+        out = {}
+        for label in labels + ["all_tasks"]:
+            keys = labels if label == "all_tasks" else [label]
+            ok = [p["fraction"] for p in points if all(all(p["within_tolerance"][k].values()) for k in keys)]
+            out[label] = max(ok) if ok else None
+        return out
+
+    # ---- the whole thing -----------------------------------------------------------------------
+    def run(self) -> dict:
+        t0 = time.time()
+        self.check_config()
+        a = self.analysis()
+        L = a["model"]["decoder_layers"]
+        sizes = {f: block_size(f, L) for f in self.cfg.fractions}  # bad fractions fail before any work
+        base = self.evaluation(self.base, self.out / "base_eval.json", None)
+        book = PromptBook.from_spec(read_spec(self.base))
+        labels = [book.resolve(t.name, t.target_lang).label for t in self.tasks]
+        points = []
+        for f in sorted(self.cfg.fractions):
+            d = self.out / ftag(f)
+            log.info("sweep: fraction %.2f (%d of %d layers)", f, sizes[f], L)
+            self.pruned(f, d / "pruned")
+            prov = self.healed(d / "pruned", d / "healed", self.cfg.heal.train)
+            report = self.evaluation(d / "healed", d / "eval.json", base)
+            points.append(self.point(f, report, prov))
+        maxf = self.max_fractions(points, labels)
+        headline = maxf.get("transcribe", maxf["all_tasks"])
+        abl_f = self.cfg.ablation_fraction
+        if abl_f is None:
+            abl_f = headline if headline is not None else min(self.cfg.fractions)
+        ablation = self.ablation(abl_f, base, L)
+        result = {
+            "produced_by": "slimspeech sweep",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": a["model"], "config": self.cfg.to_dict(),
+            "data": {"train": self.train, "eval": self.eval_data, "analysis": self.analysis_data},
+            "tolerance": TOLERANCE,
+            "analysis": {"dir": str((self.out / "analysis").resolve()),
+                         "speech_vs_text_spearman": {t: r["spearman"] for t, r in a["agreement"][self.cfg.select_tokens]
+                                                     ["speech_vs_text"].items()}},
+            "base": {"scores": _strip(base["model"]["scores"]), "decoder_layers": L},
+            "points": points,
+            "max_fraction": maxf,
+            "max_fraction_transcribe": headline,
+            "ablation": ablation,
+            "seconds": round(time.time() - t0, 1),
+        }
+        self.write(result, labels)
+        return result
+
+    def ablation(self, f: float, base: dict, L: int) -> dict:
+        d = self.out / f"ablation-{ftag(f)}"
+        main = self.out / ftag(f)
+        pruned_dir = main / "pruned" if (main / "pruned" / "provenance.json").exists() else d / "pruned"
+        prov = self.pruned(f, pruned_dir)
+        rows = {}
+        for variant in VARIANTS:
+            if variant == "none":
+                model_dir, vprov = pruned_dir, prov
+            elif variant == "both" and (main / "healed" / "provenance.json").exists() and \
+                    tuple(self.cfg.heal.train) == ("lora", "projector"):
+                model_dir = main / "healed"
+                vprov = read_json(model_dir / "provenance.json")
+            else:
+                train = ("lora", "projector") if variant == "both" else (variant,)
+                model_dir = d / variant
+                vprov = self.healed(pruned_dir, model_dir, train)
+            eval_path = (main / "eval.json") if model_dir == main / "healed" else d / f"eval-{variant}.json"
+            report = self.evaluation(model_dir, eval_path, base)
+            rows[variant] = {"dir": str(Path(model_dir).resolve()), **self.point(f, report, vprov)}
+        return {"fraction": f, "layers_removed": block_size(f, L), "removed_layers": prov["removed_layers"],
+                "variants": rows}
+
+    # ---- outputs --------------------------------------------------------------------------------
+    def write(self, result: dict, labels: list[str]) -> None:
+        from . import plots
+
+        curves: dict = {}
+        for p in [{"fraction": 0.0, "relative_degradation": {lab: {s: 0.0 for s in result["base"]["scores"]}
+                                                                for lab in labels}}] + result["points"]:
+            for label, by_split in p["relative_degradation"].items():
+                for split, deg in by_split.items():
+                    curves.setdefault(label, {}).setdefault(split, []).append((p["fraction"], deg))
+        ylabels = {lab: "relative WER degradation" if lab == "transcribe" else "relative BLEU drop (1 - BLEU/BLEU_base)"
+                   for lab in labels}
+        plots.degradation_curves(curves, self.out / "degradation.png", TOLERANCE, result["max_fraction_transcribe"],
+                                 ylabels, title=f"{result['model']['decoder_layers']}-layer decoder, pruned + healed "
+                                                f"({'+'.join(self.cfg.heal.train)}, {self.cfg.heal.steps} steps)")
+        abl = result["ablation"]
+        write_json(self.out / "ablation.json", {"produced_by": "slimspeech sweep", "tolerance": TOLERANCE, **abl})
+        (self.out / "ablation.md").write_text(ablation_markdown(abl, result["base"]["scores"]))
+        (self.out / "sweep.md").write_text(sweep_markdown(result))
+        write_json(self.out / "sweep.json", result)
+
+
+def _metric(s: dict) -> str:
+    return f"WER {s['wer']:.2f}" if "wer" in s else f"BLEU {s['bleu']:.2f}"
+
+
+def _cell(score: dict, deg, ok: bool) -> str:
+    d = "n/a" if deg is None else f"{deg:+.3f}"
+    return f"{_metric(score)} ({d}{'' if ok else ' ✗'})"
+
+
+def ablation_markdown(abl: dict, base_scores: dict) -> str:
+    splits = list(base_scores)
+    labels = list(next(iter(base_scores.values())))
+    cols = [(s, t) for s in splits for t in labels]
+    lines = [f"# Healing ablation at fraction {abl['fraction']} ({abl['layers_removed']} layers removed: "
+             f"{abl['removed_layers']})", "",
+             "Cells: score (relative degradation vs the unpruned base; ✗ = over the 0.25 tolerance).", "",
+             "| healing | " + " | ".join(f"{s} {t}" for s, t in cols) + " |", "|---|" + "---|" * len(cols),
+             "| base (unpruned) | " + " | ".join(_metric(base_scores[s][t]) for s, t in cols) + " |"]
+    names = {"none": "none (pruned only)", "lora": "LoRA only", "projector": "projector only",
+             "both": "LoRA + projector"}
+    for v, r in abl["variants"].items():
+        lines.append(f"| {names[v]} | " + " | ".join(
+            _cell(r["scores"][s][t], r["relative_degradation"][t][s], r["within_tolerance"][t][s]) for s, t in cols)
+            + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_markdown(result: dict) -> str:
+    base = result["base"]["scores"]
+    splits, labels = list(base), list(next(iter(base.values())))
+    cols = [(s, t) for s in splits for t in labels]
+    lines = [f"# Pruning sweep of {result['model']['dir']}", "",
+             f"{result['base']['decoder_layers']} decoder layers; tolerance {result['tolerance']} relative degradation "
+             f"on every split. Largest fraction within tolerance: "
+             + ", ".join(f"{k} {v}" for k, v in result["max_fraction"].items()) + ".", "",
+             "| fraction | layers left | removed | " + " | ".join(f"{s} {t}" for s, t in cols) + " |",
+             "|---|---|---|" + "---|" * len(cols),
+             f"| 0 | {result['base']['decoder_layers']} | - | "
+             + " | ".join(_metric(base[s][t]) for s, t in cols) + " |"]
+    for p in result["points"]:
+        lines.append(f"| {p['fraction']} | {p['decoder_layers']} | {p['removed_layers']} | " + " | ".join(
+            _cell(p["scores"][s][t], p["relative_degradation"][t][s], p["within_tolerance"][t][s]) for s, t in cols)
+            + " |")
+    sv = result["analysis"]["speech_vs_text_spearman"]
+    if sv:
+        lines += ["", "Speech vs text block ranking (Spearman, per block size, mean): "
+                  + ", ".join(f"{t} {v}" for t, v in sv.items()) + "."]
+    lines += ["", ablation_markdown(result["ablation"], base).replace("# ", "## ", 1)]
+    return "\n".join(lines)
+
+
+def sweep(model_dir, train, eval_data, out, cfg: SweepConfig | None = None, **kw) -> dict:
+    return Sweep(model_dir, train, eval_data, out, cfg or SweepConfig(), **kw).run()
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SlimError(f"bad {flag} {text!r}: use e.g. 0.1,0.2,0.3", param=flag.lstrip("-")) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimspeech sweep", description=__doc__.splitlines()[0])
+    h = HealConfig()
+    p.add_argument("--model", required=True, help="the unpruned base model dir")
+    p.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="training manifest(s) for healing")
+    p.add_argument("--eval-data", nargs="+", required=True, metavar="MANIFEST", help="one manifest per split")
+    p.add_argument("--analysis-data", nargs="+", default=None, metavar="MANIFEST", help="default: --data")
+    p.add_argument("--out", required=True)
+    p.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5")
+    p.add_argument("--tasks", default=analyze_mod.DEFAULT_TASKS)
+    p.add_argument("--analysis-limit", type=int, default=200)
+    p.add_argument("--eval-limit", type=int, default=None, help="first N utterances of each eval split")
+    p.add_argument("--eval-batch-size", type=int, default=16)
+    p.add_argument("--select-input", default="speech", choices=("speech", "text"))
+    p.add_argument("--select-task", default="transcribe", help="task whose best block is removed, or average")
+    p.add_argument("--select-tokens", default="last", choices=("last", "mean"))
+    p.add_argument("--ablation-fraction", type=float, default=None,
+                   help="default: the largest fraction within tolerance for transcription")
+    p.add_argument("--heal-train", default="lora,projector")
+    p.add_argument("--heal-steps", type=int, default=h.steps)
+    p.add_argument("--heal-batch-size", type=int, default=h.batch_size)
+    p.add_argument("--heal-lr", type=float, default=h.lr)
+    p.add_argument("--heal-projector-lr", type=float, default=h.projector_lr)
+    p.add_argument("--heal-warmup", type=int, default=h.warmup)
+    p.add_argument("--lora-r", type=int, default=h.lora_r)
+    p.add_argument("--lora-alpha", type=int, default=h.lora_alpha)
+    p.add_argument("--distill", action="store_true", help="distil from the base model while healing")
+    p.add_argument("--seed", type=int, default=h.seed)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    import torch
+
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    heal_cfg = HealConfig(train=args.heal_train, tasks=args.tasks, steps=args.heal_steps,
+                          batch_size=args.heal_batch_size, lr=args.heal_lr, projector_lr=args.heal_projector_lr,
+                          warmup=args.heal_warmup, lora_r=args.lora_r, lora_alpha=args.lora_alpha, seed=args.seed)
+    cfg = SweepConfig(fractions=_floats(args.fractions, "--fractions"), tasks=args.tasks,
+                      analysis_limit=args.analysis_limit, eval_limit=args.eval_limit,
+                      eval_batch_size=args.eval_batch_size, select_input=args.select_input,
+                      select_task=args.select_task, select_tokens=args.select_tokens, distill=args.distill,
+                      ablation_fraction=args.ablation_fraction, heal=heal_cfg)
+    r = sweep(args.model, args.data, args.eval_data, args.out, cfg, analysis_data=args.analysis_data,
+              device=args.device)
+    print(f"sweep of {len(r['points'])} fractions -> {args.out}/sweep.json; largest fraction within "
+          f"{r['tolerance']}: transcribe {r['max_fraction_transcribe']}, all tasks {r['max_fraction']['all_tasks']}")
+    return 0
