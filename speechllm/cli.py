@@ -24,6 +24,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("prune_tools.export:main", "export the final shared ASR + AST backbone"),
     "transcribe": ("speechllm.transcribe:main", "transcribe or translate audio files"),
     "serve": ("server.main:cli", "serve models over the OpenAI audio API"),
+    "loadtest": ("loadtests.run:main", "latency/throughput under load, pruned vs base, over HTTP"),
+    "compare": ("loadtests.compare:main", "one report: size, memory, quality and speed of base vs pruned"),
 }
 
 
