@@ -47,7 +47,7 @@ def load_audio(
     Raises AudioError for a missing file, undecodable data, no samples, NaN/inf, or a clip
     longer than ``max_seconds``.
     """
-    label = name or (str(src) if isinstance(src, (str, Path)) else "audio")
+    label = name or (str(src) if isinstance(src, (str, Path)) else "audio data")
     if isinstance(src, np.ndarray):
         data, sr = src.astype(np.float32, copy=False), sample_rate
     else:
@@ -61,12 +61,18 @@ def load_audio(
                 raise AudioError(f"{label} is empty (0 bytes): send a wav, flac or ogg file")
             handle = io.BytesIO(bytes(src))
         try:
+            info = sf.info(handle)
+            if max_seconds is not None and info.duration > max_seconds:  # refuse before decoding it all
+                raise AudioError(f"{label} is {info.duration:.1f} s long, over the {max_seconds:.0f} s limit: "
+                                 "split it into shorter clips")
+            if not isinstance(handle, str):
+                handle.seek(0)
             data, sr = sf.read(handle, dtype="float32", always_2d=True)
+        except AudioError:
+            raise
         except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError
-            raise AudioError(
-                f"cannot decode {label} as audio ({str(exc).splitlines()[0][:120]}): "
-                "send a wav, flac or ogg file"
-            ) from None
+            reason = getattr(exc, "error_string", None) or type(exc).__name__
+            raise AudioError(f"cannot decode {label} ({reason}): send a wav, flac or ogg file") from None
         data = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if data.ndim != 1:
         raise AudioError(f"{label} must be mono (S,) samples, got shape {tuple(data.shape)}")

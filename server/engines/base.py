@@ -1,0 +1,186 @@
+"""The engine interface: what the HTTP layer needs from whatever runs the models.
+
+    engine = TorchEngine(settings, {"pruned": Path(...), "base": Path(...)})
+    await engine.start()                          # load + warm up every model; then engine.ready
+    handle = engine.submit(EngineRequest("pruned", Task("transcribe"), wav, stream=True))
+    async for delta in handle.deltas(): ...       # text pieces as tokens are decoded (stream=True)
+    result = await handle.result()                # EngineResult: text, tokens, timings
+    handle.cancel()                               # the client went away: stop decoding it
+    await engine.stop()                           # refuse new work, finish what was accepted
+
+An ``EngineRequest`` is one clip within the model's audio window (the service splits longer
+audio first). ``submit`` never blocks: it raises ``ApiError`` 429 when the queue is full and
+503 when the engine is stopping. Nothing here imports torch: engines load it themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator
+
+import numpy as np
+
+from speechllm.tasks import PromptBook, Task, parse_task
+
+from ..errors import ApiError
+
+
+@dataclass
+class ModelInfo:
+    """A loaded model as the HTTP layer sees it (plain data, no tensors)."""
+
+    name: str
+    path: Path
+    family: str
+    decoder_layers: int
+    parameters: int
+    weight_bytes: int
+    max_audio_seconds: float
+    max_new_tokens: int
+    prompts: PromptBook
+    provenance: dict = field(default_factory=dict)
+    device: str = "cpu"
+    dtype: str = "float32"
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def source_language(self) -> str:
+        return self.prompts.source_language
+
+    def task_labels(self) -> list[str]:
+        return [parse_task(t).label for t in self.prompts.supported()]
+
+
+@dataclass
+class EngineRequest:
+    model: str
+    task: Task
+    #: (S,) float32 mono 16 kHz, at most the model's max_audio_seconds
+    audio: np.ndarray
+    #: produce text deltas while decoding (handle.deltas())
+    stream: bool = False
+    request_id: str = ""
+
+
+@dataclass
+class EngineResult:
+    text: str
+    token_ids: list[int]
+    #: mean log-probability of the generated tokens (None when the engine cannot tell)
+    avg_logprob: float | None
+    prompt_tokens: int
+    queue_seconds: float
+    encoder_seconds: float
+    decode_seconds: float
+    #: from submit to the first generated token (None: no token was generated)
+    time_to_first_token: float | None
+    batch_size: int
+
+
+_END = object()
+
+
+class RequestHandle:
+    """One submitted request: its result future, its delta stream and its cancel flag.
+
+    Engines fill it from the event loop thread (``_push_delta``, ``_finish``, ``_fail``); worker
+    threads go through ``loop.call_soon_threadsafe``. ``cancelled`` is read by worker threads.
+    """
+
+    def __init__(self, request: EngineRequest):
+        self.request = request
+        self.loop = asyncio.get_running_loop()
+        self.submitted_at = time.perf_counter()
+        self.dispatched_at: float | None = None
+        self.first_token_at: float | None = None
+        self.cancelled = False
+        self._future: asyncio.Future = self.loop.create_future()
+        self._deltas: asyncio.Queue = asyncio.Queue()
+        self._on_cancel = None
+
+    # ---- consumer side ----------------------------------------------------------------
+    async def result(self) -> EngineResult:
+        return await asyncio.shield(self._future)
+
+    async def deltas(self) -> AsyncIterator[str]:
+        """Text pieces in order until the request ends (then await ``result()``)."""
+        while True:
+            item = await self._deltas.get()
+            if item is _END:
+                return
+            yield item
+
+    def cancel(self) -> None:
+        if self.cancelled or self._future.done():
+            return
+        self.cancelled = True
+        if self._on_cancel is not None:
+            self._on_cancel(self)
+        self._fail(ApiError(499, "request cancelled: the client went away", code="cancelled"))
+
+    @property
+    def done(self) -> bool:
+        return self._future.done()
+
+    # ---- engine side (event loop thread) ------------------------------------------------
+    def _push_delta(self, text: str) -> None:
+        if text and not self._future.done():
+            self._deltas.put_nowait(text)
+
+    def _finish(self, result: EngineResult) -> None:
+        if not self._future.done():
+            self._future.set_result(result)
+            self._deltas.put_nowait(_END)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self._future.done():
+            self._future.set_exception(exc)
+            self._future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            self._deltas.put_nowait(_END)
+
+
+class Engine(ABC):
+    """Runs the served models. Implementations: ``torch`` (dynamic batcher), ``vllm`` (later)."""
+
+    name: str = "engine"
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Load and warm up every model; afterwards ``ready`` is True."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Refuse new requests, finish the accepted ones, release the models."""
+
+    @abstractmethod
+    def submit(self, request: EngineRequest) -> RequestHandle:
+        """Queue one clip; raises ApiError 429 (queue full) or 503 (not ready / stopping)."""
+
+    @abstractmethod
+    def models(self) -> dict[str, ModelInfo]:
+        """Served name -> ModelInfo, once loaded (empty before)."""
+
+    @property
+    @abstractmethod
+    def ready(self) -> bool:
+        """Models loaded and warmed up, and not stopping."""
+
+    def queue_depth(self) -> int:
+        return 0
+
+    def retry_after_seconds(self) -> int:
+        return 1
+
+    def memory_stats(self) -> dict[str, float]:
+        """Device memory, e.g. {"cuda_allocated_bytes": ..., "cuda_peak_bytes": ...}; {} on CPU."""
+        return {}
+
+    def overloaded(self) -> ApiError:
+        wait = max(1, math.ceil(self.retry_after_seconds()))
+        return ApiError(429, f"the server queue is full ({self.queue_depth()} waiting): retry after {wait} s",
+                        code="queue_full", headers={"Retry-After": str(wait)})

@@ -1,0 +1,195 @@
+"""The torch model runner: one loaded model, one batch at a time, called from the engine's worker thread.
+
+    runner = TorchRunner.load("pruned", Path("runs/export"), device="cpu", dtype="float32")
+    results = runner.run_batch(handles)     # one EngineResult per handle (None: it was cancelled)
+
+A batch (requests of one model, tasks may differ) runs the encoder + projector once
+(``model.embed``: features (B, n_mels, T) -> left-padded decoder inputs (B, T, D)), then one
+batched greedy ``generate`` with KV cache. A streamer sees each step's (B,) tokens: it records
+time to first token and the chosen tokens' log-probabilities, turns streamed requests' tokens
+into text deltas for the event loop, and a stopping criterion drops cancelled requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from speechllm.generate import decode, greedy_generate, transcribe
+from speechllm.modeldir import load_model
+from speechllm.tasks import parse_task
+
+from .base import EngineResult, ModelInfo, RequestHandle
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from speechllm.errors import SlimError
+
+        raise SlimError(f"device {device!r} requested but CUDA is not available: use --device cpu", param="device")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return DTYPES[dtype]
+
+
+class _CancelledRows(StoppingCriteria):
+    """Marks rows whose client went away as finished, so generate stops once every row is."""
+
+    def __init__(self, handles: list[RequestHandle]):
+        self.handles = handles
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.tensor([h.cancelled for h in self.handles], dtype=torch.bool, device=input_ids.device)
+
+
+class _BatchStreamer(BaseStreamer):
+    """Per-step (B,) tokens -> per-row ids, log-probabilities, first-token times and text deltas."""
+
+    def __init__(self, runner: "TorchRunner", handles: list[RequestHandle]):
+        self.runner = runner
+        self.handles = handles
+        n = len(handles)
+        self.ids: list[list[int]] = [[] for _ in range(n)]
+        self.logprob = [0.0] * n
+        self.scored = [0] * n
+        self.finished = [False] * n
+        self.sent = [""] * n
+        #: (B, V) logits of the step being decided, captured by a forward hook on the LM
+        self.step_logits: torch.Tensor | None = None
+
+    def capture(self, _module, _args, output) -> None:
+        logits = getattr(output, "logits", None)
+        if logits is not None:
+            self.step_logits = logits[:, -1]
+
+    def put(self, value: torch.Tensor) -> None:
+        if value.dim() != 1:  # generate() first puts the (B, 0) prompt ids: no tokens yet
+            return
+        now = time.perf_counter()
+        logprobs = None
+        if self.step_logits is not None and self.step_logits.shape[0] == value.shape[0]:
+            logits = self.step_logits.float()
+            chosen = logits.gather(1, value.view(-1, 1).to(logits.device)).squeeze(1)
+            logprobs = (chosen - logits.logsumexp(-1)).tolist()
+        eos = self.runner.model.eos_token_id
+        for i, tok in enumerate(value.tolist()):
+            if self.finished[i]:
+                continue
+            handle = self.handles[i]
+            if tok == eos or handle.cancelled:
+                self.finished[i] = True
+                continue
+            if handle.first_token_at is None:
+                handle.first_token_at = now
+            self.ids[i].append(tok)
+            if logprobs is not None:
+                self.logprob[i] += logprobs[i]
+                self.scored[i] += 1
+            if handle.request.stream:
+                self._emit(i)
+
+    def _emit(self, i: int) -> None:
+        text = decode(self.runner.model, self.ids[i])
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            return
+        if text.startswith(self.sent[i]) and len(text) > len(self.sent[i]):
+            delta, self.sent[i] = text[len(self.sent[i]):], text
+            handle = self.handles[i]
+            handle.loop.call_soon_threadsafe(handle._push_delta, delta)
+
+    def end(self) -> None:
+        pass
+
+
+class TorchRunner:
+    def __init__(self, name: str, model, path: Path):
+        self.name = name
+        self.model = model
+        spec = model.spec
+        self.info = ModelInfo(
+            name=name, path=Path(path), family=model.family, decoder_layers=model.num_decoder_layers,
+            parameters=model.num_parameters(), weight_bytes=model.weight_bytes(),
+            max_audio_seconds=model.max_audio_seconds, max_new_tokens=model.max_new_tokens,
+            prompts=model.prompts, provenance=dict(model.provenance or {}), device=str(model.device),
+            dtype=str(model.dtype).replace("torch.", ""))
+        self._cuda = model.device.type == "cuda"
+        log.info("loaded model %r from %s: %s, %d decoder layers, %.1f M parameters on %s (%s)", name, path,
+                 spec.get("family"), self.info.decoder_layers, self.info.parameters / 1e6, self.info.device,
+                 self.info.dtype)
+
+    @classmethod
+    def load(cls, name: str, path: Path, device: str = "cpu", dtype: str = "float32") -> "TorchRunner":
+        device = resolve_device(device)
+        model = load_model(path, device=device, dtype=resolve_dtype(dtype, device))
+        return cls(name, model, path)
+
+    def _sync(self) -> None:
+        if self._cuda:
+            torch.cuda.synchronize(self.model.device)
+
+    @torch.inference_mode()
+    def warmup(self) -> None:
+        """One batch of every task on a second of quiet noise: first-call allocations happen here."""
+        rng = np.random.default_rng(0)
+        wav = (0.01 * rng.standard_normal(16000)).astype(np.float32)
+        tasks = [parse_task(t) for t in self.model.prompts.supported()]
+        transcribe(self.model, [wav] * len(tasks), [self.model.prompts.resolve(t.name, t.target_lang) for t in tasks])
+
+    @torch.inference_mode()
+    def run_batch(self, handles: list[RequestHandle]) -> list[EngineResult | None]:
+        """Encode and decode one batch; -> one result per handle, None for cancelled ones."""
+        live = [h for h in handles if not h.cancelled]
+        out: dict[int, EngineResult] = {}
+        if live:
+            model = self.model
+            t0 = time.perf_counter()
+            inputs = model.embed([h.request.task for h in live], [h.request.audio for h in live])
+            self._sync()
+            t1 = time.perf_counter()
+            streamer = _BatchStreamer(self, live)
+            hook = model.lm.register_forward_hook(streamer.capture)
+            try:
+                ids = greedy_generate(model, inputs, streamer=streamer,
+                                      stopping_criteria=StoppingCriteriaList([_CancelledRows(live)]))
+            finally:
+                hook.remove()
+            self._sync()
+            t2 = time.perf_counter()
+            for i, h in enumerate(live):
+                if h.cancelled:
+                    continue
+                text = decode(model, ids[i])
+                if h.request.stream and text.startswith(streamer.sent[i]) and len(text) > len(streamer.sent[i]):
+                    h.loop.call_soon_threadsafe(h._push_delta, text[len(streamer.sent[i]):])  # held-back tail
+                avg = streamer.logprob[i] / streamer.scored[i] if streamer.scored[i] else None
+                out[id(h)] = EngineResult(
+                    text=text, token_ids=list(ids[i]), avg_logprob=avg,
+                    prompt_tokens=int(inputs.prompt_lengths[i]) if inputs.prompt_lengths else 0,
+                    queue_seconds=(h.dispatched_at or t0) - h.submitted_at, encoder_seconds=t1 - t0,
+                    decode_seconds=t2 - t1,
+                    time_to_first_token=None if h.first_token_at is None else h.first_token_at - h.submitted_at,
+                    batch_size=len(live))
+        return [out.get(id(h)) for h in handles]
+
+    def memory_stats(self) -> dict[str, float]:
+        if not self._cuda:
+            return {}
+        dev = self.model.device
+        return {"cuda_allocated_bytes": float(torch.cuda.memory_allocated(dev)),
+                "cuda_peak_bytes": float(torch.cuda.max_memory_allocated(dev))}

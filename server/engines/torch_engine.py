@@ -1,0 +1,111 @@
+"""Engine ``torch``: the dynamic batcher (scheduler.py) in front of torch model runners (runner.py).
+
+    engine = TorchEngine(settings, {"pruned": Path("runs/export"), "base": Path("runs/base")})
+
+All model work runs in one worker thread, off the event loop: loading, warm-up and every
+batch (one device, batches one after another; the event loop keeps accepting, queueing and
+streaming meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..errors import ApiError
+from ..settings import Settings
+from .base import Engine, EngineRequest, ModelInfo, RequestHandle
+from .scheduler import BatchScheduler
+
+log = logging.getLogger(__name__)
+
+
+class TorchEngine(Engine):
+    name = "torch"
+
+    def __init__(self, settings: Settings, model_dirs: dict[str, Path]):
+        self.settings = settings
+        self.model_dirs = dict(model_dirs)
+        self._runners: dict = {}
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="slimspeech-model")
+        self._scheduler = BatchScheduler(self._execute, max_batch_size=settings.max_batch_size,
+                                         max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,
+                                         overloaded=self.overloaded)
+        self._ready = False
+        self._stopping = False
+        self._batch_seconds = 0.0  # moving average, for Retry-After
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        from .runner import TorchRunner  # torch is imported here, in the engine, never by the HTTP layer
+
+        loop = asyncio.get_running_loop()
+        if self.settings.threads:
+            import torch
+
+            torch.set_num_threads(self.settings.threads)
+        for name, path in self.model_dirs.items():
+            runner = await loop.run_in_executor(self._executor, TorchRunner.load, name, path,
+                                                self.settings.device, self.settings.dtype)
+            t = time.perf_counter()
+            await loop.run_in_executor(self._executor, runner.warmup)
+            log.info("model %r warmed up in %.2f s", name, time.perf_counter() - t)
+            self._runners[name] = runner
+        self._scheduler.start()
+        self._ready = not self._stopping
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._ready = False
+        await self._scheduler.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    # ---- requests -----------------------------------------------------------------------
+    def models(self) -> dict[str, ModelInfo]:
+        return {name: r.info for name, r in self._runners.items()}
+
+    def submit(self, request: EngineRequest) -> RequestHandle:
+        if self._stopping:
+            raise ApiError(503, "the server is shutting down: retry on another replica", code="shutting_down")
+        if not self._ready:
+            raise ApiError(503, "models are still loading: retry when /ready answers 200", code="not_ready")
+        if request.model not in self._runners:
+            raise ApiError(404, f"model {request.model!r} is not served here", param="model", code="model_not_found")
+        handle = RequestHandle(request)
+        self._scheduler.submit(handle)
+        return handle
+
+    async def _execute(self, model: str, batch: list[RequestHandle]) -> None:
+        t = time.perf_counter()
+        results = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._runners[model].run_batch, batch)
+        took = time.perf_counter() - t
+        self._batch_seconds = took if not self._batch_seconds else 0.8 * self._batch_seconds + 0.2 * took
+        for handle, result in zip(batch, results):
+            if result is None:
+                handle._fail(ApiError(499, "request cancelled: the client went away", code="cancelled"))
+            else:
+                handle._finish(result)
+
+    # ---- introspection ------------------------------------------------------------------
+    def queue_depth(self) -> int:
+        return self._scheduler.depth()
+
+    def retry_after_seconds(self) -> int:
+        batches = math.ceil(self._scheduler.in_flight() / self.settings.max_batch_size)
+        return max(1, math.ceil(batches * (self._batch_seconds or 0.1)))
+
+    def memory_stats(self) -> dict[str, float]:
+        stats: dict[str, float] = {}
+        for runner in self._runners.values():
+            for key, value in runner.memory_stats().items():
+                stats[key] = max(stats.get(key, 0.0), value)  # one process-wide CUDA allocator
+        return stats

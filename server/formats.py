@@ -1,0 +1,109 @@
+"""Response bodies of the OpenAI audio contract: json, text, verbose_json, srt, vtt, and SSE events.
+
+    render(transcript, "srt")      # -> a starlette Response
+    sse({"type": "transcript.text.delta", "delta": "the"})   # -> b'data: {...}\\n\\n'
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+STREAM_FORMATS = ("json", "text")
+#: ISO 639-1 -> the English name verbose_json reports (OpenAI writes e.g. "english")
+LANGUAGE_NAMES = {"en": "english", "fr": "french", "de": "german", "es": "spanish", "it": "italian",
+                  "pt": "portuguese", "nl": "dutch", "zh": "chinese", "ja": "japanese", "ru": "russian"}
+
+
+def language_name(code: str, names: dict[str, str] | None = None) -> str:
+    if names and code in names:
+        return names[code].lower()
+    return LANGUAGE_NAMES.get(code, code)
+
+
+@dataclass
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    avg_logprob: float | None
+
+    def to_openai(self) -> dict:
+        data = self.text.encode()
+        return {
+            "id": self.id, "seek": int(round(self.start * 100)), "start": round(self.start, 3),
+            "end": round(self.end, 3), "text": self.text, "tokens": self.tokens, "temperature": 0.0,
+            "avg_logprob": self.avg_logprob if self.avg_logprob is not None else 0.0,
+            "compression_ratio": round(len(data) / len(zlib.compress(data)), 4) if data else 0.0,
+            # not estimated by these models: 0.0 keeps every segment, as a client filter expects
+            "no_speech_prob": 0.0,
+        }
+
+
+@dataclass
+class Transcript:
+    task: str  # transcribe | translate
+    language: str  # name of the text's language (verbose_json)
+    duration: float
+    text: str
+    segments: list[Segment] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def usage_tokens(self) -> dict:
+        return {"type": "tokens", "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "total_tokens": self.input_tokens + self.output_tokens}
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = int(round(max(0.0, seconds) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def to_srt(t: Transcript) -> str:
+    cues = [f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n"
+            for i, s in enumerate((s for s in t.segments if s.text), 1)]
+    return "\n".join(cues)
+
+
+def to_vtt(t: Transcript) -> str:
+    cues = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text}\n" for s in t.segments if s.text]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def verbose(t: Transcript) -> dict:
+    out = {"task": t.task, "language": t.language, "duration": round(t.duration, 3), "text": t.text,
+           "segments": [s.to_openai() for s in t.segments]}
+    if t.task == "transcribe":
+        out["usage"] = {"type": "duration", "seconds": round(t.duration, 3)}
+    return out
+
+
+def render(t: Transcript, fmt: str) -> Response:
+    if fmt == "json":
+        body = {"text": t.text}
+        if t.task == "transcribe":
+            body["usage"] = t.usage_tokens()
+        return JSONResponse(body)
+    if fmt == "text":
+        return PlainTextResponse(t.text)
+    if fmt == "verbose_json":
+        return JSONResponse(verbose(t))
+    if fmt == "srt":
+        return PlainTextResponse(to_srt(t), media_type="application/x-subrip")
+    if fmt == "vtt":
+        return PlainTextResponse(to_vtt(t), media_type="text/vtt")
+    raise ValueError(f"unknown response_format {fmt!r}")
+
+
+def sse(event: dict) -> bytes:
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()

@@ -1,0 +1,157 @@
+"""The slimspeech server: ``create_app`` (the FastAPI app factory) and ``slimspeech serve``.
+
+    slimspeech serve --model pruned=runs/export --model base=runs/base --port 8000
+    SLIMSPEECH_MODELS=pruned=runs/export uvicorn --factory server.main:create_app
+
+    from server.main import create_app
+    app = create_app(Settings(models={"tiny": "path/to/model"}))
+
+Start-up: the model dirs are checked at once (a missing dir fails here, with one line);
+loading and warm-up run in the background, /health answers meanwhile and /ready turns 200
+when every model is warm. Shutdown (SIGTERM/Ctrl-C): uvicorn stops accepting, in-flight
+requests finish (up to graceful_shutdown_seconds), then the engine drains and stops.
+Layers: routers (HTTP) -> service (request flow) -> engine (scheduler + torch runner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from speechllm.errors import SlimError
+
+from .engines import make_engine
+from .errors import install_error_handlers
+from .metrics import UNKNOWN, ServerMetrics
+from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from .routers import audio, models, ops
+from .service import SpeechService
+from .settings import Settings, parse_models
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    model_dirs = settings.model_dirs()
+    metrics = ServerMetrics()
+    engine = make_engine(settings, model_dirs)
+    service = SpeechService(engine, metrics, settings)
+    metrics.attach(engine.memory_stats, engine.queue_depth, lambda: engine.ready)
+
+    async def load(app: FastAPI) -> None:
+        try:
+            await engine.start()
+        except Exception as exc:  # keep answering: /health and /ready say what failed
+            app.state.load_error = str(exc) or type(exc).__name__
+            log.exception("model loading failed")
+            return
+        for info in engine.models().values():
+            metrics.add_model(info)
+        log.info("ready: engine %s serving %s", engine.name, ", ".join(engine.models()))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(load(app), name="slimspeech-load")
+        app.state.loading = loading
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting and let in-flight requests finish; the engine drains the rest
+            if not loading.done():
+                loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            await engine.stop()
+            log.info("stopped")
+
+    app = FastAPI(title="slimspeech", summary="OpenAI-compatible speech recognition and translation",
+                  version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.service = service
+    app.state.metrics = metrics
+    app.state.load_error = None
+
+    def rejected(status: int) -> None:
+        metrics.observe_request(UNKNOWN, UNKNOWN, status)
+
+    install_error_handlers(app, on_validation_error=rejected)
+    app.include_router(audio.router)
+    app.include_router(models.router)
+    app.include_router(ops.router)
+    # outermost last: the key is checked first, then the body is counted as it is read
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes, on_reject=rejected)
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(ApiKeyMiddleware, api_key=api_key, on_reject=rejected)
+    return app
+
+
+# ---- slimspeech serve ---------------------------------------------------------------------
+FLAGS = {  # flag -> (settings field, type, help)
+    "--host": ("host", str, "address to bind (default 127.0.0.1)"),
+    "--threads": ("threads", int, "CPU threads for torch (default: one per core)"),
+    "--port": ("port", int, "port (default 8000)"),
+    "--engine": ("engine", str, "torch | vllm (default torch)"),
+    "--device": ("device", str, "auto | cpu | cuda | cuda:N (default auto: cuda when available)"),
+    "--dtype": ("dtype", str, "auto | float32 | bfloat16 | float16 (default auto)"),
+    "--max-batch-size": ("max_batch_size", int, "most requests decoded together (default 8)"),
+    "--max-wait-ms": ("max_wait_ms", float, "longest wait for a batch to fill (default 10)"),
+    "--max-queue": ("max_queue", int, "waiting requests before 429 (default 256)"),
+    "--max-upload-mb": ("max_upload_mb", float, "largest upload (default 25)"),
+    "--max-audio-seconds": ("max_audio_seconds", float, "longest audio in total (default 600)"),
+    "--chunk-overlap-seconds": ("chunk_overlap_seconds", float, "overlap of split long audio (default 0.5)"),
+    "--demo-pruned-dir": ("demo_pruned_dir", str, "pruned demo export served beside the demo model"),
+    "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' (prefer SLIMSPEECH_API_KEY)"),
+    "--graceful-shutdown-seconds": ("graceful_shutdown_seconds", float, "wait for in-flight requests (default 30)"),
+    "--log-level": ("log_level", str, "critical | error | warning | info | debug"),
+}
+FIELD_FLAGS = {field: flag for flag, (field, _, _) in FLAGS.items()} | {"models": "--model"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimspeech serve", description="Serve models over the OpenAI audio API. "
+                                "Every flag also reads from SLIMSPEECH_<FLAG> (e.g. SLIMSPEECH_MAX_BATCH_SIZE).")
+    p.add_argument("--model", action="append", metavar="NAME=DIR",
+                   help="serve the model dir DIR as NAME (repeat for several; default: the demo model)")
+    for flag, (field, type_, help_) in FLAGS.items():
+        p.add_argument(flag, dest=field, type=type_, default=None, help=help_)
+    return p
+
+
+def settings_from_args(argv: list[str]) -> Settings:
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "model"}
+    try:
+        if args.model:
+            overrides["models"] = parse_models(args.model)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err.get("loc") else ""
+        flag = FIELD_FLAGS.get(field, field)
+        env = f"SLIMSPEECH_{field.upper()}"
+        raise SlimError(f"{flag} / {env}: {err['msg']}", param=flag) from None
+    except ValueError as exc:
+        raise SlimError(f"--model: {exc}", param="--model") from None
+
+
+def cli(argv: list[str]) -> int:
+    import uvicorn
+
+    settings = settings_from_args(argv)
+    logging.getLogger().setLevel(settings.log_level.upper())
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=settings.graceful_shutdown_seconds or None)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(cli(sys.argv[1:]))

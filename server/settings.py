@@ -1,0 +1,113 @@
+"""Typed server settings: environment (``SLIMSPEECH_*``) and ``slimspeech serve`` flags.
+
+    SLIMSPEECH_MODELS='pruned=runs/export,base=runs/base' SLIMSPEECH_MAX_BATCH_SIZE=16 slimspeech serve
+    slimspeech serve --model pruned=runs/export --model base=runs/base --max-batch-size 16
+
+Flags override the environment. ``models`` maps a served name (the request's ``model`` field)
+to a model dir; a request only ever names a model, never a path. With no models configured the
+server serves the embedded demo model as ``demo``, plus its pruned export as ``demo-pruned``
+when one exists at ``demo_pruned_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from speechllm.errors import ModelDirError
+from speechllm.modeldir import DEMO_DIR, SPEC_FILE, default_model_dir, read_spec
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def parse_models(value) -> dict[str, str]:
+    """``{"a": "dir"}``, a JSON object string, or ``"a=dir,b=dir"`` -> {name: dir}."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            value = json.loads(text)
+        else:
+            value = dict(part.split("=", 1) if "=" in part else ("", part)
+                         for part in (p.strip() for p in text.split(",")) if part)
+    if isinstance(value, (list, tuple)):  # repeated --model NAME=DIR flags
+        return parse_models(",".join(value))
+    out = {}
+    for name, path in dict(value).items():
+        name = str(name).strip() or Path(str(path)).name
+        if not MODEL_NAME.match(name):
+            raise ValueError(f"model name {name!r} must be 1-64 letters, digits, '.', '_' or '-' (use NAME=DIR)")
+        out[name] = str(path)
+    return out
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLIMSPEECH_", extra="forbid", validate_default=True)
+
+    #: served name -> model dir; empty: the embedded demo model (+ its pruned export)
+    models: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    #: where the demo model's pruned export is looked for when ``models`` is empty
+    demo_pruned_dir: Path = DEMO_DIR.parent / "demo-pruned"
+    engine: Literal["torch", "vllm"] = "torch"
+    #: ``auto``: cuda when available, else cpu
+    device: str = "auto"
+    #: ``auto``: bfloat16 on cuda, float32 on cpu
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    #: CPU threads for torch's intra-op pool (default: torch's choice, one per core)
+    threads: int | None = Field(None, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    #: most requests decoded together (one model per batch)
+    max_batch_size: int = Field(8, ge=1, le=1024)
+    #: longest a request waits for others to fill its batch
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000)
+    #: requests waiting for a batch; beyond it the server answers 429 with Retry-After
+    max_queue: int = Field(256, ge=1)
+    #: largest accepted upload, enforced while the body is read (413)
+    max_upload_mb: float = Field(25.0, gt=0)
+    #: longest accepted audio in total (400); clips longer than the model's window are split
+    max_audio_seconds: float = Field(600.0, gt=0)
+    #: audio shared by consecutive pieces of a split clip
+    chunk_overlap_seconds: float = Field(0.5, ge=0)
+    #: when set, /v1/* requires ``Authorization: Bearer <key>``
+    api_key: SecretStr | None = None
+    #: how long shutdown waits for in-flight requests
+    graceful_shutdown_seconds: float = Field(30.0, ge=0)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, value):
+        return parse_models(value)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", value):
+            raise ValueError(f"device {value!r}: use auto, cpu, cuda or cuda:N")
+        return value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def model_dirs(self) -> dict[str, Path]:
+        """Served name -> model dir, each checked to be a model dir (no weights are read)."""
+        if self.models:
+            dirs = {name: Path(path) for name, path in self.models.items()}
+        else:
+            dirs = {"demo": default_model_dir()}
+            if (self.demo_pruned_dir / SPEC_FILE).is_file():
+                dirs["demo-pruned"] = self.demo_pruned_dir
+        for name, path in dirs.items():
+            try:
+                read_spec(path)
+            except ModelDirError as exc:
+                raise ModelDirError(f"model {name!r}: {exc}", param="model") from None
+        return dirs

@@ -1,0 +1,139 @@
+"""Server fixtures: a tiny pruned + base model pair, and the real app served in-process.
+
+``InProcessServer`` runs the app (lifespan included) on an event loop in a background thread
+(an anyio blocking portal); tests drive it over HTTP through httpx / the real ``openai``
+client on an ASGI transport, and call ``server.run(coro_fn, *args)`` to await on its loop.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import anyio.from_thread
+import httpx
+import httpx2
+import numpy as np
+import pytest
+import soundfile as sf
+from openai import AsyncOpenAI
+
+from server.main import create_app
+from server.settings import Settings
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run fastest on one thread, and this machine's cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def model_pair(tiny_slam_dir, tmp_path_factory) -> dict[str, str]:
+    """{"pruned": tiny slam with decoder layers 1, 2 removed, "base": the unpruned tiny slam}."""
+    from speechllm.modeldir import load_model
+    from speechllm.surgery import remove_decoder_layers
+
+    root = tmp_path_factory.mktemp("pair")
+    base = root / "base"
+    shutil.copytree(tiny_slam_dir, base)
+    model = load_model(base)
+    kept = remove_decoder_layers(model, [1, 2])
+    model.save(root / "pruned", provenance={"parent": "base", "removed_layers": [1, 2], "kept_layers": kept,
+                                            "distances": [[0.1] * 100] * 4})
+    return {"pruned": str(root / "pruned"), "base": str(base)}
+
+
+def wav_bytes(samples: np.ndarray, sr: int = 16000, fmt: str = "WAV") -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, samples, sr, format=fmt)
+    return buf.getvalue()
+
+
+def long_clip(speech_files, seconds: float) -> np.ndarray:
+    """Speech clips separated by 0.5 s pauses, repeated up to ``seconds``."""
+    clips = [sf.read(f, dtype="float32")[0] for f in speech_files]
+    pause = np.zeros(8000, dtype=np.float32)
+    out, n, i = [], 0, 0
+    while n < seconds * 16000:
+        out += [clips[i % len(clips)], pause]
+        n += len(clips[i % len(clips)]) + len(pause)
+        i += 1
+    return np.concatenate(out)[: int(seconds * 16000)]
+
+
+class InProcessServer:
+    def __init__(self, settings: Settings, *, wait: bool = True, before_start=None):
+        self._portal_cm = anyio.from_thread.start_blocking_portal("asyncio")
+        self.portal = self._portal_cm.__enter__()
+        self.app = create_app(settings)
+        if before_start is not None:
+            before_start(self.app)
+        self._lifespan = self.app.router.lifespan_context(self.app)
+        self.portal.call(self._lifespan.__aenter__)
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test",
+                                      timeout=60)
+        self._http2 = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=self.app), base_url="http://test",
+                                         timeout=60)
+        self.openai = AsyncOpenAI(api_key=settings.api_key.get_secret_value() if settings.api_key else "unused",
+                                  base_url="http://test/v1", http_client=self._http2, max_retries=0)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.get("/ready").status_code != 200:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not ready: {self.get('/ready').text}")
+            time.sleep(0.05)
+
+    def run(self, fn, *args):
+        """Await ``fn(*args)`` on the server's loop."""
+        return self.portal.call(fn, *args)
+
+    def request(self, method: str, url: str, **kw) -> httpx.Response:
+        return self.portal.call(lambda: self.http.request(method, url, **kw))
+
+    def get(self, url: str, **kw) -> httpx.Response:
+        return self.request("GET", url, **kw)
+
+    def post(self, url: str, **kw) -> httpx.Response:
+        return self.request("POST", url, **kw)
+
+    def transcribe(self, audio: bytes, endpoint: str = "transcriptions", **fields) -> httpx.Response:
+        data = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in fields.items()}
+        return self.post(f"/v1/audio/{endpoint}", files={"file": ("clip.wav", audio, "audio/wav")}, data=data)
+
+    def close(self) -> None:
+        self.portal.call(self.http.aclose)
+        self.portal.call(self._http2.aclose)
+        self.portal.call(self._lifespan.__aexit__, None, None, None)
+        self._portal_cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def make_server():
+    """Factory: start an in-process server with Settings(**kw); all are closed after the module."""
+    servers = []
+
+    def make(**kw) -> InProcessServer:
+        kw.setdefault("max_wait_ms", 20)
+        server = InProcessServer(Settings(**kw))
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def speech_bytes(speech_files) -> list[bytes]:
+    return [open(f, "rb").read() for f in speech_files]

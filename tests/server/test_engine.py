@@ -1,0 +1,177 @@
+"""The torch engine without HTTP: batching, equality with one-by-one decoding, cancel, queue bound, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from server.engines import EngineRequest, make_engine
+from server.engines.torch_engine import TorchEngine
+from server.errors import ApiError
+from server.settings import Settings
+from speechllm.errors import SlimError
+from speechllm.generate import transcribe
+from speechllm.modeldir import load_model
+from speechllm.tasks import Task
+
+TASKS = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")]
+
+
+def _clips(speech_files, noise_wavs):
+    return [sf.read(f, dtype="float32")[0] for f in speech_files] + list(noise_wavs)
+
+
+def _engine(model_pair, **kw) -> TorchEngine:
+    return TorchEngine(Settings(models=model_pair, **kw), {k: Path(v) for k, v in model_pair.items()})
+
+
+def _block(engine: TorchEngine):
+    """Occupy the engine's worker thread until the returned event is set (nothing decodes meanwhile)."""
+    gate = threading.Event()
+    engine._executor.submit(gate.wait)
+    return gate
+
+
+def test_batched_equals_one_by_one(model_pair, speech_files, noise_wavs):
+    clips = _clips(speech_files, noise_wavs)
+    jobs = [(name, TASKS[i % 3], clip) for name in model_pair for i, clip in enumerate(clips)]
+
+    async def run():
+        engine = _engine(model_pair, max_batch_size=16, max_wait_ms=200)
+        await engine.start()
+        gate = _block(engine)  # everything queues up, then leaves in full batches
+        handles = [engine.submit(EngineRequest(m, t, c, stream=i % 2 == 0)) for i, (m, t, c) in enumerate(jobs)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = [await h.result() for h in handles]
+        deltas = []
+        for h in handles:
+            deltas.append("".join([d async for d in h.deltas()]))
+        await engine.stop()
+        return results, deltas
+
+    results, deltas = asyncio.run(run())
+    assert max(r.batch_size for r in results) == len(speech_files) + len(noise_wavs)  # one batch per model
+    expected = []
+    for name, path in model_pair.items():
+        model = load_model(path)
+        mine = [(t, c) for m, t, c in jobs if m == name]
+        expected += [transcribe(model, [c], [t])[0] for t, c in mine]  # one by one
+    assert [r.text for r in results] == expected
+    for i, (r, streamed) in enumerate(zip(results, deltas)):
+        assert r.text and len(r.token_ids) > 0
+        assert r.encoder_seconds > 0 and r.decode_seconds > 0 and r.time_to_first_token > 0
+        assert r.avg_logprob is not None and r.avg_logprob <= 0
+        assert streamed == (r.text if i % 2 == 0 else "")  # only streamed requests get deltas
+
+
+def test_cancel_queued_and_running(model_pair, noise_wavs):
+    async def run():
+        engine = _engine(model_pair, max_batch_size=2, max_wait_ms=0)
+        await engine.start()
+        gate = _block(engine)
+        running = engine.submit(EngineRequest("base", Task(), noise_wavs[0]))
+        await asyncio.sleep(0.05)  # dispatched: waiting for the worker thread
+        queued = engine.submit(EngineRequest("base", Task(), noise_wavs[1]))
+        assert engine.queue_depth() == 1
+        queued.cancel()
+        assert engine.queue_depth() == 0
+        running.cancel()
+        gate.set()
+        errors = []
+        for h in (running, queued):
+            with pytest.raises(ApiError) as e:
+                await h.result()
+            errors.append(e.value.status)
+        ok = await engine.submit(EngineRequest("base", Task(), noise_wavs[0])).result()  # still serving
+        await engine.stop()
+        return errors, ok
+
+    errors, ok = asyncio.run(run())
+    assert errors == [499, 499]
+    assert ok.text
+
+
+def test_full_queue_answers_429_with_retry_after(model_pair, noise_wavs):
+    async def run():
+        engine = _engine(model_pair, max_batch_size=1, max_wait_ms=0, max_queue=2)
+        await engine.start()
+        gate = _block(engine)
+        handles = [engine.submit(EngineRequest("pruned", Task(), noise_wavs[0]))]
+        await asyncio.sleep(0.05)  # the first is dispatched, the next two fill the queue
+        handles += [engine.submit(EngineRequest("pruned", Task(), noise_wavs[0])) for _ in range(2)]
+        with pytest.raises(ApiError) as full:
+            engine.submit(EngineRequest("pruned", Task(), noise_wavs[0]))
+        gate.set()
+        texts = [(await h.result()).text for h in handles]
+        await engine.stop()
+        return full.value, texts
+
+    err, texts = asyncio.run(run())
+    assert err.status == 429 and int(err.headers["Retry-After"]) >= 1 and err.code == "queue_full"
+    assert len(set(texts)) == 1 and texts[0]
+
+
+def test_stop_finishes_accepted_requests_then_refuses(model_pair, noise_wavs):
+    async def run():
+        engine = _engine(model_pair, max_batch_size=2, max_wait_ms=0)
+        await engine.start()
+        gate = _block(engine)
+        handles = [engine.submit(EngineRequest("base", TASKS[i % 3], noise_wavs[i])) for i in range(4)]
+        stopping = asyncio.ensure_future(engine.stop())
+        await asyncio.sleep(0.05)
+        assert not engine.ready
+        with pytest.raises(ApiError) as refused:
+            engine.submit(EngineRequest("base", Task(), noise_wavs[0]))
+        gate.set()
+        await stopping
+        return [await h.result() for h in handles], refused.value
+
+    results, refused = asyncio.run(run())
+    assert all(r.text for r in results)
+    assert refused.status == 503 and refused.code == "shutting_down"
+
+
+def test_vllm_engine_is_not_available_yet(model_pair):
+    with pytest.raises(SlimError, match="not available yet.*--engine torch"):
+        make_engine(Settings(models=model_pair, engine="vllm"), {})
+
+
+def test_long_window_clip_fits_model(model_pair):
+    """The runner gets chunks at most the model's window long: a full 10 s window still decodes."""
+    async def run():
+        engine = _engine(model_pair)
+        await engine.start()
+        window = engine.models()["base"].max_audio_seconds
+        wav = (0.05 * np.random.default_rng(1).standard_normal(int(window * 16000))).astype(np.float32)
+        r = await engine.submit(EngineRequest("base", Task(), wav)).result()
+        await engine.stop()
+        return r
+
+    assert asyncio.run(run()).text
+
+
+def test_qwen2_audio_family_batches_like_one_by_one(tmp_path, noise_wavs):
+    """The engine is family-agnostic: a Qwen2-Audio model dir batches exactly like slam."""
+    from speechllm.builders import tiny_qwen2_audio
+
+    path = tiny_qwen2_audio().save(tmp_path / "qwen2-audio")
+    clips = [w[:16000] for w in noise_wavs]  # within its 2 s window
+
+    async def run():
+        engine = TorchEngine(Settings(models={"q": str(path)}, max_batch_size=8, max_wait_ms=200), {"q": path})
+        await engine.start()
+        handles = [engine.submit(EngineRequest("q", TASKS[i % 3], c)) for i, c in enumerate(clips)]
+        results = [await h.result() for h in handles]
+        await engine.stop()
+        return results
+
+    results = asyncio.run(run())
+    model = load_model(path)
+    assert [r.text for r in results] == [transcribe(model, [c], [TASKS[i % 3]])[0] for i, c in enumerate(clips)]
+    assert max(r.batch_size for r in results) > 1
