@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Set up slimspeech from nothing: system packages (espeak-ng, sox), a venv in .venv, the package + dev extras.
+# Set up slimspeech from nothing: system packages (espeak-ng, sox, prometheus), a venv in .venv, the package + dev extras.
 # Usage: bash scripts/setup.sh            (idempotent; re-running only installs what is missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+# System packages, each installed only if missing: espeak-ng + sox (test audio), prometheus (promtool and a real
+# Prometheus for the deploy/ tests; without recommends, which would add exporters and their services).
+apt_pkgs=(); apt_lean=()
+command -v espeak-ng >/dev/null || apt_pkgs+=(espeak-ng)
+command -v sox >/dev/null || apt_pkgs+=(sox)
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then apt_lean+=(prometheus); fi
+if [ ${#apt_pkgs[@]} -gt 0 ] || [ ${#apt_lean[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox >/dev/null
+  if [ ${#apt_pkgs[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+  fi
+  if [ ${#apt_lean[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_lean[@]}" >/dev/null
+  fi
 fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
