@@ -1,20 +1,20 @@
 """Locust load test of the slimspeech server, for people who prefer Locust's web UI and CSV output.
 
     pip install locust
-    SLIMSPEECH_DATA=data/bench/test-clean.jsonl SLIMSPEECH_MODELS=pruned,base SLIMSPEECH_STREAM=1 \\
+    LOADTEST_DATA=data/bench/test-clean.jsonl LOADTEST_MODELS=pruned,base LOADTEST_STREAM=1 \\
         locust -f loadtests/locustfile.py --host http://127.0.0.1:8000 \\
         --headless --users 8 --spawn-rate 8 --run-time 60s --csv runs/locust
 
 Each simulated user is a closed loop (no wait between requests) that alternates the models, so
 every model sees the same clips and tasks interleaved in time, as in ``slimspeech loadtest``.
 Requests are named ``"<model> <task>"``, so Locust's table compares pruned and base line by line.
-With ``SLIMSPEECH_STREAM=1`` Locust's own response time stops at the response headers; the
+With ``LOADTEST_STREAM=1`` Locust's own response time stops at the response headers; the
 full latency and the time to first token are reported as extra entries of type ``SSE``
 (``"<model> <task> latency"`` and ``"... ttft"``).
 
-Environment: SLIMSPEECH_DATA (manifest, required), SLIMSPEECH_MODELS (default pruned,base),
-SLIMSPEECH_TASK (default transcribe; e.g. transcribe,translate:fr), SLIMSPEECH_STREAM (0/1),
-SLIMSPEECH_LIMIT (clips, default 32), SLIMSPEECH_API_KEY.
+Environment: LOADTEST_DATA (manifest, required), LOADTEST_MODELS (default pruned,base),
+LOADTEST_TASK (default transcribe; e.g. transcribe,translate:fr), LOADTEST_STREAM (0/1),
+LOADTEST_LIMIT (clips, default 32), LOADTEST_API_KEY.
 ``slimspeech loadtest`` (asyncio + httpx, open and closed loops, ratios, plots) is the reference
 tool; this file shares its workload (``loadtests.workload``).
 """
@@ -33,14 +33,14 @@ from loadtests.workload import Workload, load_clips, parse_tasks, request_form
 
 @lru_cache(maxsize=1)
 def settings() -> tuple[Workload, list[str], bool, str | None]:
-    data = os.environ.get("SLIMSPEECH_DATA")
+    data = os.environ.get("LOADTEST_DATA")
     if not data:
-        raise RuntimeError("set SLIMSPEECH_DATA to a JSONL manifest of the clips to send")
-    workload = Workload(load_clips(data, int(os.environ.get("SLIMSPEECH_LIMIT", "32"))),
-                        parse_tasks(os.environ.get("SLIMSPEECH_TASK", "transcribe")))
-    models = [m.strip() for m in os.environ.get("SLIMSPEECH_MODELS", "pruned,base").split(",") if m.strip()]
-    stream = os.environ.get("SLIMSPEECH_STREAM", "0").lower() in ("1", "true", "yes")
-    return workload, models, stream, os.environ.get("SLIMSPEECH_API_KEY")
+        raise RuntimeError("set LOADTEST_DATA to a JSONL manifest of the clips to send")
+    workload = Workload(load_clips(data, int(os.environ.get("LOADTEST_LIMIT", "32"))),
+                        parse_tasks(os.environ.get("LOADTEST_TASK", "transcribe")))
+    models = [m.strip() for m in os.environ.get("LOADTEST_MODELS", "pruned,base").split(",") if m.strip()]
+    stream = os.environ.get("LOADTEST_STREAM", "0").lower() in ("1", "true", "yes")
+    return workload, models, stream, os.environ.get("LOADTEST_API_KEY")
 
 
 def _fire(name: str, seconds: float, length: int = 0, exception: Exception | None = None) -> None:

@@ -77,9 +77,9 @@ def _user(module, url):
 
 
 def test_locust_user_streams_and_interleaves_models(locustfile, live_server, bench_manifest, monkeypatch):
-    monkeypatch.setenv("SLIMSPEECH_DATA", str(bench_manifest))
-    monkeypatch.setenv("SLIMSPEECH_TASK", "transcribe,translate:fr")
-    monkeypatch.setenv("SLIMSPEECH_STREAM", "1")
+    monkeypatch.setenv("LOADTEST_DATA", str(bench_manifest))
+    monkeypatch.setenv("LOADTEST_TASK", "transcribe,translate:fr")
+    monkeypatch.setenv("LOADTEST_STREAM", "1")
     user = _user(locustfile, live_server.url)
     for _ in range(4):
         user.transcribe()
@@ -93,8 +93,8 @@ def test_locust_user_streams_and_interleaves_models(locustfile, live_server, ben
 
 
 def test_locust_user_plain_requests_and_failures(locustfile, live_server, bench_manifest, monkeypatch):
-    monkeypatch.setenv("SLIMSPEECH_DATA", str(bench_manifest))
-    monkeypatch.setenv("SLIMSPEECH_MODELS", "base,whisper-1")
+    monkeypatch.setenv("LOADTEST_DATA", str(bench_manifest))
+    monkeypatch.setenv("LOADTEST_MODELS", "base,whisper-1")
     user = _user(locustfile, live_server.url)
     user.transcribe()
     user.transcribe()
@@ -104,6 +104,6 @@ def test_locust_user_plain_requests_and_failures(locustfile, live_server, bench_
 
 
 def test_locustfile_needs_its_manifest(locustfile, monkeypatch):
-    monkeypatch.delenv("SLIMSPEECH_DATA", raising=False)
-    with pytest.raises(RuntimeError, match="SLIMSPEECH_DATA"):
+    monkeypatch.delenv("LOADTEST_DATA", raising=False)
+    with pytest.raises(RuntimeError, match="LOADTEST_DATA"):
         locustfile.settings()
