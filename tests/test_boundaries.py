@@ -8,15 +8,19 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def imported_packages(pkg: str) -> set[str]:
+def file_imports(path: pathlib.Path) -> set[str]:
+    """Top-level packages a source file imports (absolute imports only)."""
     found = set()
-    for path in (ROOT / pkg).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                found |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                found.add(node.module.split(".")[0])
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
     return found
+
+
+def imported_packages(pkg: str) -> set[str]:
+    return set().union(*(file_imports(p) for p in (ROOT / pkg).rglob("*.py")))
 
 
 def test_speechllm_imports_neither_server_nor_prune_tools():

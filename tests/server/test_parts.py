@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import pathlib
 
 import numpy as np
@@ -14,6 +13,7 @@ from server.main import settings_from_args
 from server.routers.models import summarize
 from server.settings import Settings, parse_models
 from speechllm.errors import ModelDirError, SlimError
+from tests.test_boundaries import file_imports
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -170,14 +170,7 @@ def test_provenance_summary_drops_bulk():
 
 
 # ---- layering --------------------------------------------------------------------------------
-def _imports(path: pathlib.Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return found
+
 
 
 def test_http_layer_and_scheduler_never_touch_torch():
@@ -186,4 +179,4 @@ def test_http_layer_and_scheduler_never_touch_torch():
                                             "middleware.py", "errors.py", "settings.py")] + [
         ROOT / "server" / "engines" / name for name in ("base.py", "scheduler.py", "__init__.py")]
     for path in torch_free:
-        assert not _imports(path) & {"torch", "transformers", "prune_tools"}, path
+        assert not file_imports(path) & {"torch", "transformers", "prune_tools"}, path
