@@ -94,6 +94,9 @@ class TrainConfig:
     ckpt_every: int = 100
     eval_every: int = 300
     eval_size: int = 100
+    # continue training: the joint stage starts from this model dir (e.g. the shipped demo model)
+    # instead of the text/ctc checkpoints; run `--stage prep` first for the feature cache
+    init_from: str = ""
 
     @classmethod
     def from_args(cls, args) -> "TrainConfig":
@@ -148,6 +151,8 @@ def prep(cfg: TrainConfig) -> None:
 def load_tokenizer(cfg: TrainConfig):
     from transformers import AutoTokenizer
 
+    if cfg.init_from:
+        return AutoTokenizer.from_pretrained(Path(cfg.init_from) / "decoder")
     return AutoTokenizer.from_pretrained(Path(cfg.out) / "prep" / "tokenizer")
 
 
@@ -431,7 +436,11 @@ def stage_ctc(cfg: TrainConfig) -> None:
 
 
 def joint_model(cfg: TrainConfig):
-    """The connected model, initialised from the text and ctc stages (or the joint checkpoint)."""
+    """The connected model, initialised from the text and ctc stages, or from ``cfg.init_from``."""
+    if cfg.init_from:
+        from speechllm.modeldir import load_model
+
+        return load_model(cfg.init_from, dtype=torch.float32)
     tok = load_tokenizer(cfg)
     model = build_model(cfg, tok)
     text = torch.load(Path(cfg.out) / "text" / "ckpt.pt", weights_only=False)["params"]
@@ -513,7 +522,11 @@ def ship(cfg: TrainConfig, dest: Path = DEMO_DIR) -> dict:
     model = final_model(cfg)
     dev = _features(cfg, "dev")
     scores = evaluate_features(model, dev["rows"], dev["feats"])
-    minutes = {s: round(read_json(Path(cfg.out) / s / "DONE")["elapsed_s"] / 60, 1) for s in ("text", "ctc", "joint")}
+    minutes = {s: round(read_json(Path(cfg.out) / s / "DONE")["elapsed_s"] / 60, 1)
+               for s in ("text", "ctc", "joint") if (Path(cfg.out) / s / "DONE").exists()}
+    if cfg.init_from:  # continued training: the parent's minutes count too
+        parent = read_json(Path(cfg.init_from) / "provenance.json")
+        minutes = {"before": parent.get("training_minutes"), **minutes}
     prov = {
         "produced_by": "slimspeech train", "recipe": dataclasses.asdict(cfg),
         "data": read_json(Path(cfg.data) / "data.json") if (Path(cfg.data) / "data.json").exists() else None,

@@ -59,3 +59,13 @@ def test_stages_lower_the_loss_resume_and_ship(tiny_data, tmp_path):
     wav = load_audio(tiny_data / rows[0]["audio"])
     texts = transcribe(model, [wav, wav], [Task("transcribe"), Task("translate", "de")])
     assert len(texts) == 2
+
+    # continue from the shipped model dir (what a later, longer run does): a new run dir, joint only
+    out2 = tmp_path / "more"
+    cfg2 = _cfg(tiny_data, out2, init_from=str(dest), joint_steps=4)
+    prep(cfg2)
+    stage_joint(cfg2)
+    prov2 = ship(cfg2, tmp_path / "shipped2")
+    assert prov2["training_minutes"]["before"] == prov["training_minutes"]
+    assert load_model(tmp_path / "shipped2").num_decoder_layers == 2
+
