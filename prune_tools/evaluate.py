@@ -127,10 +127,26 @@ def main(argv: list[str]) -> int:
         raise SlimError("--tasks is empty: pass e.g. transcribe,translate:fr", param="tasks")
     report = evaluate(args.model or default_model_dir(), args.data, tasks, args.base, args.limit, args.batch_size,
                       args.device)
+    table = markdown_table(report)
     if args.out:
         write_json(Path(args.out), report)
-    for split, tasks_ in report["model"]["scores"].items():
-        cells = ", ".join(f"{t} " + " ".join(f"{k}={v}" for k, v in s.items() if k in ("wer", "bleu", "chrf"))
-                          for t, s in tasks_.items())
-        print(f"{split}: {cells}")
+        Path(args.out).with_suffix(".md").write_text(table)
+    print(table, end="")
     return 0
+
+
+def markdown_table(report: dict) -> str:
+    """One row per split: WER for transcription, BLEU / chrF per translation direction (and the base's)."""
+    roles = [r for r in ("model", "base") if r in report]
+    labels = list(next(iter(report["model"]["scores"].values())))
+    head = ["split"] + [f"{lab} {'WER %' if lab == 'transcribe' else 'BLEU / chrF'}" + (f" ({r})" if len(roles) > 1 else "")
+                        for r in roles for lab in labels]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for split in report["model"]["scores"]:
+        cells = [split]
+        for r in roles:
+            for lab in labels:
+                s = report[r]["scores"][split][lab]
+                cells.append(f"{s['wer']:.2f}" if "wer" in s else f"{s['bleu']:.1f} / {s['chrf']:.1f}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"

@@ -85,6 +85,12 @@ def test_evaluate_then_export(swept, tmp_path, capsys, speech_files):
     code = cli.main(["evaluate", "--model", str(healed), "--base", str(d / "base"), "--data",
                      str(d / "test-a.jsonl"), "--out", str(report)])
     assert code == 0, capsys.readouterr().err
+    table = report.with_suffix(".md").read_text()  # the README-style table, from the same numbers as the JSON
+    scores = json.loads(report.read_text())["model"]["scores"]["test-a"]
+    row = table.splitlines()[2]
+    assert row.startswith("| test-a | ") and f"{scores['transcribe']['wer']:.2f}" in row
+    assert f"{scores['translate_de']['bleu']:.1f} / {scores['translate_de']['chrf']:.1f}" in row
+    assert capsys.readouterr().out == table
     code = cli.main(["export", "--model", str(healed), "--eval", str(report), "--out", str(tmp_path / "final")])
     assert code == 0, capsys.readouterr().err
     assert "exported 4-layer backbone (float16)" in capsys.readouterr().out
