@@ -43,6 +43,7 @@ def write_json(path: Path, obj) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=False, default=str)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; outputs are meant to be read by others (a server's user)
     os.replace(tmp, path)
 
 
@@ -56,6 +57,7 @@ def atomic_dir(path: str | Path):
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private
     try:
         yield tmp
         old = None

@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    from transformers.utils import logging as hf_logging
+
     args = build_parser().parse_args(argv)
+    hf_logging.disable_progress_bar()  # stdout/stderr stay one line per file / per error
     model_dir = args.model or default_model_dir()
     spec = read_spec(model_dir)
     task = PromptBook.from_spec(spec).resolve(args.task, args.target_lang)
