@@ -421,24 +421,18 @@ def write_outputs(a: dict, out: str | Path, plots: bool = True) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = ["distances.csv", "best_blocks.csv", "analysis.md"]
-    with open(out / "distances.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["tokens", "input", "task", "n", "start", "end", "distance"])
-        for tok, by_input in a["results"].items():
-            for inp, by_task in by_input.items():
-                for task, r in by_task.items():
-                    for n, row in enumerate(r["matrix"], start=1):
-                        for l, v in enumerate(row):
-                            if v is not None:
-                                w.writerow([tok, inp, task, n, l, l + n - 1, v])
-    with open(out / "best_blocks.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["tokens", "input", "task", "n", "start", "end", "distance"])
-        for tok, by_input in a["results"].items():
-            for inp, by_task in by_input.items():
-                for task, r in by_task.items():
-                    for b in r["best"]:
-                        w.writerow([tok, inp, task, b["n"], b["start"], b["start"] + b["n"] - 1, b["distance"]])
+    def blocks(r):  # every (n, start, distance) of the matrix
+        return [(n, l, v) for n, row in enumerate(r["matrix"], start=1) for l, v in enumerate(row) if v is not None]
+
+    for name, pick in (("distances.csv", blocks),
+                       ("best_blocks.csv", lambda r: [(b["n"], b["start"], b["distance"]) for b in r["best"]])):
+        with open(out / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["tokens", "input", "task", "n", "start", "end", "distance"])
+            for tok, by_input in a["results"].items():
+                for inp, by_task in by_input.items():
+                    for task, r in by_task.items():
+                        w.writerows([tok, inp, task, n, l, l + n - 1, v] for n, l, v in pick(r))
     (out / "analysis.md").write_text(summary_markdown(a))
     if plots:
         for tok, by_input in a["results"].items():
