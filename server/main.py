@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = ServerMetrics()
     engine = make_engine(settings, model_dirs)
     service = SpeechService(engine, metrics, settings)
-    metrics.attach(engine.memory_stats, engine.queue_depth, lambda: engine.ready)
+    metrics.attach(engine.memory_stats, engine.queue_depth, lambda: engine.ready, engine.engine_stats)
 
     async def load(app: FastAPI) -> None:
         try:
@@ -109,6 +109,13 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' (prefer SLIMSPEECH_API_KEY)"),
     "--graceful-shutdown-seconds": ("graceful_shutdown_seconds", float, "wait for in-flight requests (default 30)"),
     "--log-level": ("log_level", str, "critical | error | warning | info | debug"),
+    "--vllm-tensor-parallel-size": ("vllm_tensor_parallel_size", int, "engine vllm: GPUs per model (default 1)"),
+    "--vllm-pipeline-parallel-size": ("vllm_pipeline_parallel_size", int, "engine vllm: pipeline stages (default 1)"),
+    "--vllm-gpu-memory-utilization": ("vllm_gpu_memory_utilization", float,
+                                      "engine vllm: memory fraction per model (default 0.9/models on GPU, 0.08 on CPU)"),
+    "--vllm-max-num-seqs": ("vllm_max_num_seqs", int, "engine vllm: most sequences decoded at once"),
+    "--vllm-max-model-len": ("vllm_max_model_len", int, "engine vllm: longest prompt + answer in tokens"),
+    "--vllm-args": ("vllm_args", str, "engine vllm: other AsyncEngineArgs as JSON, e.g. '{\"enforce_eager\": true}'"),
 }
 FIELD_FLAGS = {field: flag for flag, (field, _, _) in FLAGS.items()} | {"models": "--model"}
 

@@ -14,6 +14,8 @@ Per request (labels model, task):
 Per model (label model): slimspeech_decoder_layers, slimspeech_parameters, slimspeech_weight_bytes.
 Process: slimspeech_memory_rss_bytes, slimspeech_queue_depth, slimspeech_ready, and on GPU
 slimspeech_cuda_memory_allocated_bytes / slimspeech_cuda_memory_peak_bytes.
+Engine vllm, per model: slimspeech_engine_running_requests, slimspeech_engine_waiting_requests,
+slimspeech_kv_cache_usage_ratio (vLLM's scheduler figures).
 
 Requests that name no served model (or fail before the task is known) carry model/task
 ``unknown``, so a client cannot grow the label set.
@@ -52,9 +54,19 @@ def rss_bytes() -> float:
         return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
+#: engine_stats() key -> (metric, help), per model (engine vllm)
+ENGINE_FIGURES = {
+    "running": ("slimspeech_engine_running_requests", "Sequences the engine is decoding now (vLLM scheduler)"),
+    "waiting": ("slimspeech_engine_waiting_requests", "Sequences waiting in the engine's scheduler (vLLM)"),
+    "kv_cache_usage": ("slimspeech_kv_cache_usage_ratio", "Fraction of the KV cache in use (vLLM, 0-1)"),
+}
+
+
 class _ProcessCollector(Collector):
-    def __init__(self, memory_stats: Callable[[], dict], queue_depth: Callable[[], int], ready: Callable[[], bool]):
+    def __init__(self, memory_stats: Callable[[], dict], queue_depth: Callable[[], int], ready: Callable[[], bool],
+                 engine_stats: Callable[[], dict] = dict):
         self.memory_stats, self.queue_depth, self.ready = memory_stats, queue_depth, ready
+        self.engine_stats = engine_stats
 
     def collect(self):
         yield GaugeMetricFamily("slimspeech_memory_rss_bytes", "Resident memory of the server process",
@@ -68,6 +80,13 @@ class _ProcessCollector(Collector):
         yield GaugeMetricFamily("slimspeech_queue_depth", "Requests waiting for a batch", value=self.queue_depth())
         yield GaugeMetricFamily("slimspeech_ready", "1 when every model is loaded and warmed up",
                                 value=1.0 if self.ready() else 0.0)
+        figures = self.engine_stats()
+        for key, (name, help_) in ENGINE_FIGURES.items():
+            if figures:
+                family = GaugeMetricFamily(name, help_, labels=["model"])
+                for model, values in figures.items():
+                    family.add_metric([model], values.get(key, 0.0))
+                yield family
 
 
 class ServerMetrics:
@@ -96,8 +115,8 @@ class ServerMetrics:
         self.weight_bytes = Gauge("slimspeech_weight_bytes", "Bytes of the model's weights", ["model"], registry=r)
 
     def attach(self, memory_stats: Callable[[], dict], queue_depth: Callable[[], int],
-               ready: Callable[[], bool]) -> None:
-        self.registry.register(_ProcessCollector(memory_stats, queue_depth, ready))
+               ready: Callable[[], bool], engine_stats: Callable[[], dict] = dict) -> None:
+        self.registry.register(_ProcessCollector(memory_stats, queue_depth, ready, engine_stats))
 
     def add_model(self, info) -> None:
         """Static gauges of a loaded model, and zeroed series for each of its tasks (dashboards see 0s)."""

@@ -80,11 +80,34 @@ class Settings(BaseSettings):
     #: how long shutdown waits for in-flight requests
     graceful_shutdown_seconds: float = Field(30.0, ge=0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # ---- engine vllm (pass-through to vLLM's AsyncEngineArgs; see docs/vllm.md) ----
+    #: GPUs per model replica that split each layer (vLLM tensor parallelism)
+    vllm_tensor_parallel_size: int = Field(1, ge=1)
+    #: GPUs (or nodes) per replica that split the layer stack (vLLM pipeline parallelism)
+    vllm_pipeline_parallel_size: int = Field(1, ge=1)
+    #: fraction of device memory (on CPU: of RAM, which sizes the KV cache) for EACH served model;
+    #: default: 0.9 / number of models on GPU, 0.08 on CPU
+    vllm_gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    #: most sequences vLLM decodes at once (default: vLLM's)
+    vllm_max_num_seqs: int | None = Field(None, ge=1)
+    #: longest prompt + answer in tokens (default: the decoder's max_position_embeddings)
+    vllm_max_model_len: int | None = Field(None, ge=16)
+    #: any other AsyncEngineArgs field, as a JSON object, e.g. '{"enforce_eager": true}'
+    vllm_args: Annotated[dict, NoDecode] = Field(default_factory=dict)
 
     @field_validator("models", mode="before")
     @classmethod
     def _models(cls, value):
         return parse_models(value)
+
+    @field_validator("vllm_args", mode="before")
+    @classmethod
+    def _vllm_args(cls, value):
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise ValueError("vllm_args must be a JSON object of AsyncEngineArgs fields")
+        return value
 
     @field_validator("device")
     @classmethod

@@ -72,20 +72,24 @@ def tiny_tokenizer(vocab_size: int = 320):
 
 
 def tiny_slam(decoder: str = "llama", *, projector: str = "ctc_embed", layers: int = 4, hidden: int = 32,
-              seed: int = 0) -> SlamSpeechLLM:
+              heads: int = 4, kv_heads: int = 2, seed: int = 0) -> SlamSpeechLLM:
+    """A tiny slam model (head_dim = hidden / heads; vLLM's CPU attention needs head_dim >= 32)."""
     tok = tiny_tokenizer()
     extra = {}
     if decoder == "qwen2":  # sliding window on the upper layers: exercises layer_types surgery
         extra = dict(use_sliding_window=True, sliding_window=8, max_window_layers=layers // 2)
-    dec = decoder_config(decoder, len(tok), tok, layers=layers, hidden=hidden, heads=4, kv_heads=2,
+    dec = decoder_config(decoder, len(tok), tok, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
                          intermediate=2 * hidden, **extra)
     enc = EncoderConfig(n_mels=80, d_model=32, layers=2, heads=2, ffn_dim=64, downsample=4,
                         max_source_positions=250)
     return build_slam(tok, dec, enc, projector=projector, projector_hidden=64, max_new_tokens=12, seed=seed)
 
 
-def tiny_qwen2_audio(*, layers: int = 4, seed: int = 0):
-    """A randomly initialised Qwen2-Audio (2 s window) with a locally trained tokenizer and processor."""
+def tiny_qwen2_audio(*, layers: int = 4, hidden: int = 32, heads: int = 4, kv_heads: int = 2,
+                     sliding_window: bool = True, seed: int = 0):
+    """A randomly initialised Qwen2-Audio (2 s window) with a locally trained tokenizer and processor.
+    ``sliding_window``: on the upper half of the layers (exercises layer_types surgery; vLLM
+    cannot serve a window on some layers only, and Qwen2-Audio-7B has none)."""
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor, \
         WhisperFeatureExtractor
 
@@ -98,9 +102,10 @@ def tiny_qwen2_audio(*, layers: int = 4, seed: int = 0):
     fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, hop_length=160, chunk_length=chunk,
                                  n_fft=400)
     processor = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template="")
-    text = decoder_config("qwen2", len(tok), tok, layers=layers, hidden=32, heads=4, kv_heads=2,
-                          intermediate=64, use_sliding_window=True, sliding_window=8,
-                          max_window_layers=layers // 2)
+    text = decoder_config("qwen2", len(tok), tok, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+                          intermediate=2 * hidden,
+                          **(dict(use_sliding_window=True, sliding_window=8, max_window_layers=layers // 2)
+                             if sliding_window else {}))
     cfg = Qwen2AudioConfig(
         audio_config=dict(model_type="qwen2_audio_encoder", num_mel_bins=80, encoder_layers=2,
                           encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32,

@@ -85,6 +85,35 @@ class EngineResult:
 _END = object()
 
 
+class TextDeltas:
+    """Incremental detokenization of one request: token ids in, new text out (for streaming).
+
+    ``decode(ids) -> str`` is the model's full decode; a delta is held back while the text ends in
+    an incomplete UTF-8 sequence or while decoding rewrites what was already sent.
+    """
+
+    def __init__(self, decode):
+        self.decode = decode
+        self.ids: list[int] = []
+        self.sent = ""
+
+    def push(self, ids) -> str:
+        self.ids.extend(ids)
+        return self._advance(self.decode(self.ids), hold_partial=True)
+
+    def tail(self, text: str) -> str:
+        """What is left to send once the final ``text`` is known."""
+        return self._advance(text, hold_partial=False)
+
+    def _advance(self, text: str, hold_partial: bool) -> str:
+        if hold_partial and text.endswith("\ufffd"):
+            return ""
+        if text.startswith(self.sent) and len(text) > len(self.sent):
+            delta, self.sent = text[len(self.sent):], text
+            return delta
+        return ""
+
+
 class RequestHandle:
     """One submitted request: its result future, its delta stream and its cancel flag.
 
@@ -145,7 +174,7 @@ class RequestHandle:
 
 
 class Engine(ABC):
-    """Runs the served models. Implementations: ``torch`` (dynamic batcher), ``vllm`` (later)."""
+    """Runs the served models. Implementations: ``torch`` (dynamic batcher), ``vllm`` (vLLM's AsyncLLM)."""
 
     name: str = "engine"
 
@@ -175,6 +204,11 @@ class Engine(ABC):
 
     def retry_after_seconds(self) -> int:
         return 1
+
+    def engine_stats(self) -> dict[str, dict[str, float]]:
+        """Per model, the engine's own scheduler figures where it has them (vllm: running, waiting,
+        kv_cache_usage); {} for engines without them."""
+        return {}
 
     def memory_stats(self) -> dict[str, float]:
         """Device memory, e.g. {"cuda_allocated_bytes": ..., "cuda_peak_bytes": ...}; {} on CPU."""

@@ -25,7 +25,7 @@ from speechllm.generate import decode, greedy_generate, transcribe
 from speechllm.modeldir import load_model
 from speechllm.tasks import parse_task
 
-from .base import EngineResult, ModelInfo, RequestHandle
+from .base import EngineResult, ModelInfo, RequestHandle, TextDeltas
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,10 @@ class _BatchStreamer(BaseStreamer):
         self.runner = runner
         self.handles = handles
         n = len(handles)
-        self.ids: list[list[int]] = [[] for _ in range(n)]
+        self.texts = [TextDeltas(lambda ids: decode(runner.model, ids)) for _ in range(n)]
         self.logprob = [0.0] * n
         self.scored = [0] * n
         self.finished = [False] * n
-        self.sent = [""] * n
         #: (B, V) logits of the step being decided, captured by a forward hook on the LM
         self.step_logits: torch.Tensor | None = None
 
@@ -97,21 +96,11 @@ class _BatchStreamer(BaseStreamer):
                 continue
             if handle.first_token_at is None:
                 handle.first_token_at = now
-            self.ids[i].append(tok)
             if logprobs is not None:
                 self.logprob[i] += logprobs[i]
                 self.scored[i] += 1
-            if handle.request.stream:
-                self._emit(i)
-
-    def _emit(self, i: int) -> None:
-        text = decode(self.runner.model, self.ids[i])
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
-            return
-        if text.startswith(self.sent[i]) and len(text) > len(self.sent[i]):
-            delta, self.sent[i] = text[len(self.sent[i]):], text
-            handle = self.handles[i]
-            handle.loop.call_soon_threadsafe(handle._push_delta, delta)
+            if handle.request.stream and (delta := self.texts[i].push([tok])):
+                handle.loop.call_soon_threadsafe(handle._push_delta, delta)
 
     def end(self) -> None:
         pass
@@ -175,8 +164,8 @@ class TorchRunner:
                 if h.cancelled:
                     continue
                 text = decode(model, ids[i])
-                if h.request.stream and text.startswith(streamer.sent[i]) and len(text) > len(streamer.sent[i]):
-                    h.loop.call_soon_threadsafe(h._push_delta, text[len(streamer.sent[i]):])  # held-back tail
+                if h.request.stream and (tail := streamer.texts[i].tail(text)):
+                    h.loop.call_soon_threadsafe(h._push_delta, tail)  # held-back tail
                 avg = streamer.logprob[i] / streamer.scored[i] if streamer.scored[i] else None
                 out[id(h)] = EngineResult(
                     text=text, token_ids=list(ids[i]), avg_logprob=avg,
@@ -187,9 +176,33 @@ class TorchRunner:
                     batch_size=len(live))
         return [out.get(id(h)) for h in handles]
 
+    @torch.inference_mode()
+    def encode_prompts(self, handles: list[RequestHandle]) -> list[torch.Tensor]:
+        """Encoder + projector of one batch; -> one (T_i, D) prompt embedding per handle, on the CPU
+        (the task prompt with the audio spliced in: what ``run_batch`` left-pads and decodes)."""
+        tasks = self.model.resolve_tasks([h.request.task for h in handles])
+        prompts, _ = self.model.embed_prompts(tasks, [h.request.audio for h in handles])
+        self._sync()
+        return [p.cpu() for p in prompts]
+
+    def release_decoder_layers(self) -> None:
+        """Free the decoder layers once another engine runs them; the embeddings stay (prompts need them)."""
+        self.model.decoder_stack().layers = torch.nn.ModuleList()
+        if self._cuda:
+            torch.cuda.empty_cache()
+
     def memory_stats(self) -> dict[str, float]:
         if not self._cuda:
             return {}
         dev = self.model.device
         return {"cuda_allocated_bytes": float(torch.cuda.memory_allocated(dev)),
                 "cuda_peak_bytes": float(torch.cuda.max_memory_allocated(dev))}
+
+
+def merged_memory_stats(runners) -> dict[str, float]:
+    """Device memory over all runners (one process-wide CUDA allocator: the max, not the sum)."""
+    stats: dict[str, float] = {}
+    for runner in runners:
+        for key, value in runner.memory_stats().items():
+            stats[key] = max(stats.get(key, 0.0), value)
+    return stats

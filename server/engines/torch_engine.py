@@ -104,8 +104,6 @@ class TorchEngine(Engine):
         return max(1, math.ceil(batches * (self._batch_seconds or 0.1)))
 
     def memory_stats(self) -> dict[str, float]:
-        stats: dict[str, float] = {}
-        for runner in self._runners.values():
-            for key, value in runner.memory_stats().items():
-                stats[key] = max(stats.get(key, 0.0), value)  # one process-wide CUDA allocator
-        return stats
+        from .runner import merged_memory_stats
+
+        return merged_memory_stats(self._runners.values())

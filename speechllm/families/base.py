@@ -71,6 +71,12 @@ class SpeechLLM(nn.Module):
     def save(self, path, provenance: dict | None = None) -> Path:
         raise NotImplementedError
 
+    def text_decoder_dir(self, model_dir: Path, scratch: Path) -> Path:
+        """A plain HF causal-LM dir (config, weights, tokenizer) of this model's decoder, for engines
+        that run the decoder alone on prompt embeddings (vLLM). ``scratch``: where to write one if
+        the model dir holds none."""
+        raise NotImplementedError
+
     # ---- shared ------------------------------------------------------------------------
     @property
     def max_audio_seconds(self) -> float:

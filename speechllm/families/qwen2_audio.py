@@ -10,11 +10,12 @@ Other HF audio LLMs with ``model.language_model.layers`` (Voxtral, Granite Speec
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+from transformers import AutoModelForCausalLM, AutoProcessor, Qwen2AudioForConditionalGeneration
 
 from ..modeldir import FORMAT_VERSION, PROVENANCE_FILE, SPEC_FILE, atomic_dir, read_provenance, write_json
 from .base import SpeechLLM
@@ -80,6 +81,19 @@ class Qwen2AudioSpeechLLM(SpeechLLM):
             self.processor.save_pretrained(tmp / "hf")
             write_json(tmp / PROVENANCE_FILE, self.provenance)
         return Path(path)
+
+    def text_decoder_dir(self, model_dir: Path, scratch: Path) -> Path:
+        """The language model (pruned or not) as a Qwen2ForCausalLM dir under ``scratch``."""
+        text = copy.deepcopy(self.text_config())
+        text.architectures = ["Qwen2ForCausalLM"]
+        lm = AutoModelForCausalLM.from_config(text, dtype=self.dtype)
+        lm.model.load_state_dict(self.decoder_stack().state_dict())
+        lm.lm_head.load_state_dict(self.model.lm_head.state_dict())
+        dest = Path(scratch) / "decoder"
+        with atomic_dir(dest) as tmp:
+            lm.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+        return dest
 
     @classmethod
     def load(cls, path: Path, spec: dict, dtype=torch.float32) -> "Qwen2AudioSpeechLLM":

@@ -88,6 +88,9 @@ class SlamSpeechLLM(SpeechLLM):
             write_json(tmp / PROVENANCE_FILE, self.provenance)
         return Path(path)
 
+    def text_decoder_dir(self, model_dir: Path, scratch: Path) -> Path:
+        return Path(model_dir) / "decoder"  # the model dir's own decoder/
+
     @classmethod
     def load(cls, path: Path, spec: dict, dtype=torch.float32) -> "SlamSpeechLLM":
         from ..modeldir import read_provenance

@@ -7,7 +7,6 @@ client on an ASGI transport, and call ``server.run(coro_fn, *args)`` to await on
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import anyio.from_thread
@@ -33,16 +32,41 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+#: every API test module runs once per engine; vllm needs the extra (CI sets SLIMSPEECH_REQUIRE_VLLM=1,
+#: so that there a missing vLLM fails instead of skipping)
+ENGINES = ["torch", pytest.param("vllm", marks=pytest.mark.vllm)]
+#: vLLM engine settings for tests: no torch.compile (start-up time), a small CPU KV cache
+VLLM_TEST_SETTINGS = {"vllm_args": {"enforce_eager": True}, "vllm_gpu_memory_utilization": 0.05}
+
+
+def require_vllm() -> None:
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("vllm") is None:
+        if os.environ.get("SLIMSPEECH_REQUIRE_VLLM") == "1":
+            pytest.fail("SLIMSPEECH_REQUIRE_VLLM=1 but vllm is not installed: pip install -e '.[vllm]'")
+        pytest.skip("the vllm extra is not installed")
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine_name(request) -> str:
+    if request.param == "vllm":
+        require_vllm()
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def model_pair(tiny_slam_dir, tmp_path_factory) -> dict[str, str]:
-    """{"pruned": tiny slam with decoder layers 1, 2 removed, "base": the unpruned tiny slam}."""
-    from speechllm.modeldir import load_model
+def model_pair(tmp_path_factory) -> dict[str, str]:
+    """{"pruned": tiny slam with decoder layers 1, 2 removed, "base": the unpruned tiny slam}.
+    head_dim 32: the smallest vLLM's CPU attention runs."""
+    from speechllm.builders import tiny_slam
     from speechllm.surgery import remove_decoder_layers
 
     root = tmp_path_factory.mktemp("pair")
     base = root / "base"
-    shutil.copytree(tiny_slam_dir, base)
-    model = load_model(base)
+    model = tiny_slam("llama", hidden=64, heads=2, kv_heads=1, seed=4)  # seed 4: distinct text per task
+    model.save(base, provenance={"built_by": "tests"})
     kept = remove_decoder_layers(model, [1, 2])
     model.save(root / "pruned", provenance={"parent": "base", "removed_layers": [1, 2], "kept_layers": kept,
                                             "distances": [[0.1] * 100] * 4})
@@ -87,7 +111,7 @@ class InProcessServer:
         if wait:
             self.wait_ready()
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 300.0) -> None:  # vLLM engines take a minute to start here
         deadline = time.monotonic() + timeout
         while self.get("/ready").status_code != 200:
             if time.monotonic() > deadline:
@@ -119,12 +143,16 @@ class InProcessServer:
 
 
 @pytest.fixture(scope="module")
-def make_server():
-    """Factory: start an in-process server with Settings(**kw); all are closed after the module."""
+def make_server(engine_name):
+    """Factory: start an in-process server with Settings(**kw) on the module's engine (torch, then
+    vllm); all are closed after the module."""
     servers = []
 
     def make(**kw) -> InProcessServer:
         kw.setdefault("max_wait_ms", 20)
+        kw.setdefault("engine", engine_name)
+        if kw["engine"] == "vllm":
+            kw = {**VLLM_TEST_SETTINGS, **kw}
         server = InProcessServer(Settings(**kw))
         servers.append(server)
         return server

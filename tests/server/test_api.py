@@ -53,9 +53,9 @@ def _clock(text: str) -> list[str]:
     return re.findall(r"\d\d:\d\d:\d\d[.,]\d\d\d", text)
 
 
-def test_health_ready_and_models(server):
+def test_health_ready_and_models(server, engine_name):
     assert server.get("/health").json() == {"status": "ok"}
-    assert server.get("/ready").json() == {"status": "ready", "engine": "torch", "models": ["pruned", "base"]}
+    assert server.get("/ready").json() == {"status": "ready", "engine": engine_name, "models": ["pruned", "base"]}
 
     async def models():
         listed = await server.openai.models.list()
@@ -205,7 +205,7 @@ def test_concurrent_requests_form_batches_and_match_one_by_one(server, ref, spee
     assert batch_counts() - before >= 16  # most of the 32 ran batched
 
 
-def test_metrics_parse_and_cover_every_metric_per_model(server, speech_bytes):
+def test_metrics_parse_and_cover_every_metric_per_model(server, speech_bytes, engine_name):
     for model in ("pruned", "base"):  # at least one request per model
         assert server.transcribe(speech_bytes[2], model=model).status_code == 200
     r = server.get("/metrics")
@@ -231,6 +231,14 @@ def test_metrics_parse_and_cover_every_metric_per_model(server, speech_bytes):
     assert counts["pruned"] >= 1 and counts["base"] >= 1
     rtf = [s for s in fams["slimspeech_real_time_factor"].samples if s.name.endswith("_sum") and s.value > 0]
     assert rtf
+    engine_figures = [f"slimspeech_{n}" for n in ("engine_running_requests", "engine_waiting_requests",
+                                                  "kv_cache_usage_ratio")]
+    if engine_name == "vllm":  # vLLM's scheduler figures, per model
+        for name in engine_figures:
+            assert {s.labels["model"] for s in fams[name].samples} == {"pruned", "base"}, name
+        assert all(0 <= s.value <= 1 for s in fams["slimspeech_kv_cache_usage_ratio"].samples)
+    else:
+        assert not set(engine_figures) & set(fams)
 
 
 def test_ready_is_503_until_models_are_warm(model_pair, speech_bytes):
@@ -249,7 +257,7 @@ def test_ready_is_503_until_models_are_warm(model_pair, speech_bytes):
 
         engine.start = slow_start
 
-    server = InProcessServer(Settings(models=model_pair), wait=False, before_start=hold)
+    server = InProcessServer(Settings(models=model_pair), wait=False, before_start=hold)  # lifecycle: torch only
     try:
         r = server.get("/ready")
         assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from server.engines import EngineRequest, make_engine
+from server.engines import EngineRequest
 from server.engines.torch_engine import TorchEngine
 from server.errors import ApiError
 from server.settings import Settings
-from speechllm.errors import SlimError
 from speechllm.generate import transcribe
 from speechllm.modeldir import load_model
 from speechllm.tasks import Task
@@ -135,11 +134,6 @@ def test_stop_finishes_accepted_requests_then_refuses(model_pair, noise_wavs):
     results, refused = asyncio.run(run())
     assert all(r.text for r in results)
     assert refused.status == 503 and refused.code == "shutting_down"
-
-
-def test_vllm_engine_is_not_available_yet(model_pair):
-    with pytest.raises(SlimError, match="not available yet.*--engine torch"):
-        make_engine(Settings(models=model_pair, engine="vllm"), {})
 
 
 def test_long_window_clip_fits_model(model_pair):

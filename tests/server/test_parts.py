@@ -42,6 +42,9 @@ def test_settings_from_env_and_flags(monkeypatch, model_pair):
     (["--device", "gpu7"], "--device"),
     (["--engine", "tensorrt"], "--engine"),
     (["--model", "bad name=/x"], "--model"),
+    (["--vllm-args", "{not json"], "--vllm-args"),
+    (["--vllm-args", "[1, 2]"], "--vllm-args"),
+    (["--vllm-gpu-memory-utilization", "1.5"], "--vllm-gpu-memory-utilization"),
 ])
 def test_bad_flags_name_the_flag(argv, flag):
     with pytest.raises(SlimError) as e:
