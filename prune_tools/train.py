@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import os
 import subprocess
 import sys

@@ -198,11 +198,3 @@ class TorchRunner:
         return {"cuda_allocated_bytes": float(torch.cuda.memory_allocated(dev)),
                 "cuda_peak_bytes": float(torch.cuda.max_memory_allocated(dev))}
 
-
-def merged_memory_stats(runners) -> dict[str, float]:
-    """Device memory over all runners (one process-wide CUDA allocator: the max, not the sum)."""
-    stats: dict[str, float] = {}
-    for runner in runners:
-        for key, value in runner.memory_stats().items():
-            stats[key] = max(stats.get(key, 0.0), value)
-    return stats

@@ -19,10 +19,13 @@ import asyncio
 import logging
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from ..errors import ApiError, as_api_error
-from .base import RequestHandle
+from ..settings import Settings
+from .base import Engine, EngineRequest, ModelInfo, RequestHandle
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +129,50 @@ class BatchScheduler:
                     h._fail(err)
             finally:
                 self._running = []
+
+
+class BatchedEngine(Engine):
+    """What the torch and vllm engines share: requests queue in a BatchScheduler whose batches run
+    ``execute(model, batch)``, model work runs in one worker thread, and ``self._runners`` holds one
+    loaded runner (with ``.info`` and ``.memory_stats()``) per served model once it is ready."""
+
+    def __init__(self, settings: Settings, model_dirs: dict[str, Path], execute: Execute, thread_name: str):
+        self.settings = settings
+        self.model_dirs = dict(model_dirs)
+        self._runners: dict = {}
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
+        self._scheduler = BatchScheduler(execute, max_batch_size=settings.max_batch_size,
+                                         max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,
+                                         overloaded=self.overloaded)
+        self._ready = False
+        self._stopping = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def models(self) -> dict[str, ModelInfo]:
+        return {name: r.info for name, r in self._runners.items()}
+
+    def submit(self, request: EngineRequest) -> RequestHandle:
+        if self._stopping:
+            raise ApiError(503, "the server is shutting down: retry on another replica", code="shutting_down")
+        if not self._ready:
+            raise ApiError(503, "models are still loading: retry when /ready answers 200", code="not_ready")
+        if request.model not in self._runners:
+            raise ApiError(404, f"model {request.model!r} is not served here", param="model", code="model_not_found")
+        if self.queue_depth() >= self.settings.max_queue:
+            raise self.overloaded()
+        handle = RequestHandle(request)
+        self._scheduler.submit(handle)
+        return handle
+
+    def queue_depth(self) -> int:
+        return self._scheduler.depth()
+
+    def memory_stats(self) -> dict[str, float]:
+        stats: dict[str, float] = {}
+        for runner in self._runners.values():  # one process-wide CUDA allocator: the max, not the sum
+            for key, value in runner.memory_stats().items():
+                stats[key] = max(stats.get(key, 0.0), value)
+        return stats

