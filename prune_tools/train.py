@@ -107,6 +107,10 @@ class TrainConfig:
 # prep
 
 
+#: in the joint stage's dir of a continued run: the parent model's provenance when the run began
+PARENT_FILE = "parent_provenance.json"
+
+
 def stage_dir(cfg: TrainConfig, stage: str) -> Path:
     d = Path(cfg.out) / stage
     d.mkdir(parents=True, exist_ok=True)
@@ -469,6 +473,9 @@ def evaluate_features(model, rows: list[dict], feats: list[torch.Tensor], tasks=
 
 
 def stage_joint(cfg: TrainConfig) -> None:
+    if cfg.init_from and not (stage_dir(cfg, "joint") / PARENT_FILE).exists():
+        # the parent's provenance as it was when training started: ship may overwrite the parent dir
+        write_json(stage_dir(cfg, "joint") / PARENT_FILE, read_json(Path(cfg.init_from) / "provenance.json"))
     model = joint_model(cfg)
     tok = model.tokenizer
     data, dev = _features(cfg, "train"), _features(cfg, "dev")
@@ -518,13 +525,16 @@ def ship(cfg: TrainConfig, dest: Path = DEMO_DIR) -> dict:
     """Write the joint model in fp16 to ``dest`` with provenance (recipe, minutes, dev scores)."""
     if not (Path(cfg.out) / "joint" / "DONE").exists():
         raise SlimError(f"{cfg.out}/joint has not finished: run `slimspeech train --stage joint` first")
+    # the recipe records what ran: the joint stage's own step count, whatever this command's flags say
+    cfg = dataclasses.replace(cfg, joint_steps=read_json(Path(cfg.out) / "joint" / "DONE")["steps"])
     model = final_model(cfg)
     dev = _features(cfg, "dev")
     scores = evaluate_features(model, dev["rows"], dev["feats"])
     minutes = {s: round(read_json(Path(cfg.out) / s / "DONE")["elapsed_s"] / 60, 1)
                for s in ("text", "ctc", "joint") if (Path(cfg.out) / s / "DONE").exists()}
     if cfg.init_from:  # continued training: the parent's minutes count too
-        parent = read_json(Path(cfg.init_from) / "provenance.json")
+        saved = Path(cfg.out) / "joint" / PARENT_FILE
+        parent = read_json(saved if saved.exists() else Path(cfg.init_from) / "provenance.json")
         minutes = {"before": parent.get("training_minutes"), **minutes}
     prov = {
         "produced_by": "slimspeech train", "recipe": dataclasses.asdict(cfg),

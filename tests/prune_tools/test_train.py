@@ -68,4 +68,10 @@ def test_stages_lower_the_loss_resume_and_ship(tiny_data, tmp_path):
     prov2 = ship(cfg2, tmp_path / "shipped2")
     assert prov2["training_minutes"]["before"] == prov["training_minutes"]
     assert load_model(tmp_path / "shipped2").num_decoder_layers == 2
+    # ship over the parent dir itself, twice, with other flags: the parent's minutes stay as they were
+    # when the run began, and the recipe records the steps that ran
+    for _ in range(2):
+        prov3 = ship(_cfg(tiny_data, out2, init_from=str(dest), joint_steps=999), dest)
+    assert prov3["training_minutes"]["before"] == prov["training_minutes"]
+    assert prov3["recipe"]["joint_steps"] == 4
 
