@@ -81,12 +81,11 @@ class _ProcessCollector(Collector):
         yield GaugeMetricFamily("slimspeech_ready", "1 when every model is loaded and warmed up",
                                 value=1.0 if self.ready() else 0.0)
         figures = self.engine_stats()
-        for key, (name, help_) in ENGINE_FIGURES.items():
-            if figures:
-                family = GaugeMetricFamily(name, help_, labels=["model"])
-                for model, values in figures.items():
-                    family.add_metric([model], values.get(key, 0.0))
-                yield family
+        for key, (name, help_) in (ENGINE_FIGURES.items() if figures else ()):
+            family = GaugeMetricFamily(name, help_, labels=["model"])
+            for model, values in figures.items():
+                family.add_metric([model], values.get(key, 0.0))
+            yield family
 
 
 class ServerMetrics:

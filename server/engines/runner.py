@@ -197,4 +197,3 @@ class TorchRunner:
         dev = self.model.device
         return {"cuda_allocated_bytes": float(torch.cuda.memory_allocated(dev)),
                 "cuda_peak_bytes": float(torch.cuda.max_memory_allocated(dev))}
-
