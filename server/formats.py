@@ -2,11 +2,13 @@
 
     render(transcript, "srt")      # -> a starlette Response
     sse({"type": "transcript.text.delta", "delta": "the"})   # -> b'data: {...}\\n\\n'
+    VllmChunks("pruned", include_usage=True).convert(event)  # the same events in vLLM's stream shape
 """
 
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -107,3 +109,35 @@ def render(t: Transcript, fmt: str) -> Response:
 
 def sse(event: dict) -> bytes:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+
+
+class VllmChunks:
+    """OpenAI transcription SSE events -> the chunks vLLM's server streams for audio (what vLLM's
+    benchmark client reads text, time to first token and token counts from): each delta as
+    ``choices[0].delta.content``, a final chunk with ``finish_reason``, with ``include_usage`` a
+    usage chunk (prompt/completion tokens), then ``data: [DONE]`` (``DONE``). Error envelopes pass."""
+
+    DONE = b"data: [DONE]\n\n"
+
+    def __init__(self, model: str, include_usage: bool):
+        self.model, self.include_usage = model, include_usage
+        self.id = f"trsc-{zlib.crc32(repr((model, time.time_ns())).encode()):08x}"
+        self.created = int(time.time())
+
+    def _chunk(self, **body) -> dict:
+        return {"id": self.id, "object": "transcription.chunk", "created": self.created, "model": self.model, **body}
+
+    def convert(self, event: dict) -> list[dict]:
+        kind = event.get("type")
+        if kind == "transcript.text.delta":
+            return [self._chunk(choices=[{"delta": {"content": event["delta"]}, "finish_reason": None,
+                                          "stop_reason": None}])]
+        if kind == "transcript.text.done":
+            out = [self._chunk(choices=[{"delta": {}, "finish_reason": "stop", "stop_reason": None}])]
+            if self.include_usage:
+                u = event["usage"]
+                out.append(self._chunk(choices=[], usage={"prompt_tokens": u["input_tokens"],
+                                                          "completion_tokens": u["output_tokens"],
+                                                          "total_tokens": u["total_tokens"]}))
+            return out
+        return [event]

@@ -8,8 +8,10 @@
 Fields: file, model (a served name, never a path; default the first model), language (the
 spoken language; must be the model's), prompt (accepted, unused: the task prompt comes from
 the model dir), response_format json|text|verbose_json|srt|vtt, temperature (0-1; decoding is
-always greedy), timestamp_granularities[] (segment), stream (SSE, json or text formats), and
-for translations target_language (default: the model's first language).
+always greedy), timestamp_granularities[] (segment), stream (SSE, json or text formats),
+stream_include_usage (vLLM's field: when sent, the stream takes vLLM's chunk shape and ends
+with ``[DONE]``, for vLLM's benchmark client), and for translations target_language (default:
+the model's first language).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
 from ..errors import CLIENT_CLOSED, ApiError, as_api_error
-from ..formats import STREAM_FORMATS, render, sse
+from ..formats import STREAM_FORMATS, VllmChunks, render, sse
 from ..service import Job, SpeechService
 
 router = APIRouter(prefix="/v1/audio", tags=["audio"])
@@ -30,6 +32,7 @@ ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 _DESCRIPTIONS = {
     "file": "audio file (wav, flac, ogg)",
     "model": "served model name (GET /v1/models)",
+    "stream_include_usage": "vLLM's field: stream vLLM's chunk shape (ends with [DONE]); true adds a usage chunk",
 }
 
 
@@ -62,13 +65,17 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-async def _sse_body(service: SpeechService, job: Job):
+async def _sse_body(service: SpeechService, job: Job, vllm: VllmChunks | None):
     async for event in service.events(job):
-        yield sse(event)
+        for out in vllm.convert(event) if vllm else [event]:
+            yield sse(out)
+    if vllm:
+        yield VllmChunks.DONE
 
 
 async def _run(request: Request, task: str, *, file: UploadFile, model: str | None, language: str | None,
-               target_language: str | None, response_format: str, granularities: list[str], stream: bool):
+               target_language: str | None, response_format: str, granularities: list[str], stream: bool,
+               include_usage: bool | None = None):
     service: SpeechService = request.app.state.service
     job = Job()
     try:
@@ -83,7 +90,9 @@ async def _run(request: Request, task: str, *, file: UploadFile, model: str | No
         raise err from None
 
     if stream:
-        return StreamingResponse(_sse_body(service, job), media_type="text/event-stream",
+        # vLLM's own stream fields ask for vLLM's chunk shape (its benchmark client sends them)
+        vllm = VllmChunks(job.info.name, bool(include_usage)) if include_usage is not None else None
+        return StreamingResponse(_sse_body(service, job, vllm), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     collect = asyncio.ensure_future(service.collect(job))
@@ -124,9 +133,11 @@ async def transcriptions(
     temperature: float = Form(0.0, ge=0.0, le=1.0),
     timestamp_granularities: list[str] = Form([], alias="timestamp_granularities[]"),
     stream: bool = Form(False),
+    stream_include_usage: bool | None = Form(None, description=_DESCRIPTIONS["stream_include_usage"]),
 ):
     return await _run(request, "transcribe", file=file, model=model, language=language, target_language=None,
-                      response_format=response_format, granularities=timestamp_granularities, stream=stream)
+                      response_format=response_format, granularities=timestamp_granularities, stream=stream,
+                      include_usage=stream_include_usage)
 
 
 @router.post("/translations", summary="Translate speech into the target language")
@@ -142,7 +153,8 @@ async def translations(
     temperature: float = Form(0.0, ge=0.0, le=1.0),
     timestamp_granularities: list[str] = Form([], alias="timestamp_granularities[]"),
     stream: bool = Form(False),
+    stream_include_usage: bool | None = Form(None, description=_DESCRIPTIONS["stream_include_usage"]),
 ):
     return await _run(request, "translate", file=file, model=model, language=language,
                       target_language=target_language, response_format=response_format,
-                      granularities=timestamp_granularities, stream=stream)
+                      granularities=timestamp_granularities, stream=stream, include_usage=stream_include_usage)

@@ -181,7 +181,7 @@ def test_cli_errors_are_one_line(live_server, bench_manifest, tmp_path, capsys):
 
 def test_vllm_bench_openai_audio_requests_are_served(live_server, speech_files):
     """The form ``vllm bench serve --backend openai-audio`` posts (flattened multipart, stream=True, its extra
-    fields, an unnamed WAV part) is accepted and streamed; its latency measure works as it is."""
+    fields, an unnamed WAV part) is accepted and streamed in vLLM's chunk shape."""
     import io
 
     import soundfile as sf
@@ -194,22 +194,28 @@ def test_vllm_bench_openai_audio_requests_are_served(live_server, speech_files):
     with httpx.stream("POST", f"{live_server.url}/v1/audio/transcriptions", data=form,
                       files={"file": ("file", buf.getvalue(), "audio/wav")}, timeout=30) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
-    assert events[-1]["type"] == "transcript.text.done" and events[-1]["usage"]["output_tokens"] > 0
-
-
-@pytest.mark.xfail(reason="server change needed: SSE deltas in vLLM's shape too (choices[0].delta.content, "
-                          "usage.completion_tokens, a final 'data: [DONE]'), so vLLM's benchmark client sees TTFT "
-                          "and token counts; until then it measures end-to-end latency only", strict=False)
-def test_vllm_bench_client_sees_first_token(live_server, speech_files):
-    with httpx.stream("POST", f"{live_server.url}/v1/audio/transcriptions", timeout=30,
-                      data={"model": "pruned", "stream": "True", "stream_include_usage": "True"},
-                      files={"file": ("file", open(speech_files[1], "rb").read(), "audio/wav")}) as r:
         chunks = [line[5:].strip() for line in r.iter_lines() if line.startswith("data:")]
-    parsed = [json.loads(c) for c in chunks if c != "[DONE]"]
-    assert any(p.get("choices") for p in parsed)  # what vLLM's client reads the text and TTFT from
-    assert any((p.get("usage") or {}).get("completion_tokens") for p in parsed)
+    assert chunks[-1] == "[DONE]" and json.loads(chunks[-2])["usage"]["completion_tokens"] > 0
+
+
+def test_vllm_bench_client_sees_first_token(live_server, speech_files):
+    """vLLM's stream fields get vLLM's chunk shape: choices[0].delta.content, usage, [DONE]."""
+    def stream(**extra):
+        with httpx.stream("POST", f"{live_server.url}/v1/audio/transcriptions", timeout=30,
+                          data={"model": "pruned", "stream": "True", **extra},
+                          files={"file": ("file", open(speech_files[1], "rb").read(), "audio/wav")}) as r:
+            return [line[5:].strip() for line in r.iter_lines() if line.startswith("data:")]
+
+    openai_shape = [json.loads(c) for c in stream()]
+    assert openai_shape[-1]["type"] == "transcript.text.done"
+    chunks = stream(stream_include_usage="True")
     assert chunks[-1] == "[DONE]"
+    parsed = [json.loads(c) for c in chunks[:-1]]
+    text = "".join(c["delta"].get("content", "") for p in parsed for c in p["choices"])
+    assert text and text == openai_shape[-1]["text"]  # what vLLM's client reads the text and TTFT from
+    assert parsed[-2]["choices"][0]["finish_reason"] == "stop"
+    assert parsed[-1]["usage"]["completion_tokens"] == openai_shape[-1]["usage"]["output_tokens"] > 0
+    assert all(p["object"] == "transcription.chunk" and p["model"] == "pruned" for p in parsed)
 
 
 def test_load_generator_talks_http_only():
