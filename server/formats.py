@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 import zlib
 from dataclasses import dataclass, field
 
@@ -121,7 +122,7 @@ class VllmChunks:
 
     def __init__(self, model: str, include_usage: bool):
         self.model, self.include_usage = model, include_usage
-        self.id = f"trsc-{zlib.crc32(repr((model, time.time_ns())).encode()):08x}"
+        self.id = f"trsc-{uuid.uuid4().hex}"
         self.created = int(time.time())
 
     def _chunk(self, **body) -> dict:

