@@ -64,14 +64,16 @@ class TrainConfig:
     data: str = "data/bench"
     out: str = "runs/demo"
     seed: int = 0
-    vocab_size: int = 3000
+    vocab_size: int = 4000
     tokenizer_sentences: int = 40000
     # decoder (Llama); >= 12 layers so there is redundancy to measure
     dec_layers: int = 12
     dec_hidden: int = 256
     dec_heads: int = 4
     dec_intermediate: int = 768
-    # encoder (Whisper-style, 4x downsampling) and projector (stack 2 -> 12.5 audio tokens/s)
+    # encoder (Whisper-style, 4x downsampling) and projector: ctc_compress (about one audio token per
+    # text token) or ctc_embed (stack 2 -> 12.5 audio tokens/s)
+    projector: str = "ctc_compress"
     enc_layers: int = 4
     enc_dim: int = 256
     enc_heads: int = 4
@@ -83,6 +85,7 @@ class TrainConfig:
     text_lr: float = 1e-3
     ctc_steps: int = 1100
     ctc_lr: float = 1.5e-3
+    ctc_specaug: bool = False  # SpecAugment in the ctc stage (off: it slows the first alignment; joint has it)
     joint_steps: int = 1200
     joint_lr_decoder: float = 5e-4
     joint_lr_projector: float = 1e-3
@@ -164,7 +167,7 @@ def build_model(cfg: TrainConfig, tok):
                          kv_heads=cfg.dec_heads, intermediate=cfg.dec_intermediate, max_positions=1024)
     enc = EncoderConfig(n_mels=80, d_model=cfg.enc_dim, layers=cfg.enc_layers, heads=cfg.enc_heads,
                         ffn_dim=cfg.enc_ffn, downsample=4, max_source_positions=int(cfg.max_audio_seconds * 25))
-    return build_slam(tok, dec, enc, projector="ctc_embed", stack=cfg.stack, projector_hidden=4 * cfg.dec_hidden,
+    return build_slam(tok, dec, enc, projector=cfg.projector, stack=cfg.stack, projector_hidden=4 * cfg.dec_hidden,
                       max_audio_seconds=cfg.max_audio_seconds, max_new_tokens=96, seed=cfg.seed)
 
 
@@ -253,27 +256,45 @@ def train_loop(cfg: TrainConfig, stage: str, module: torch.nn.Module, prefixes: 
 
 
 class PseudoAudio:
-    """Audio-token stand-ins of the ``ctc_embed`` form, built from an English token sequence."""
+    """Audio-token stand-ins of the projector's form, built from an English token sequence.
 
-    def __init__(self, vocab: int, rng: np.random.Generator, max_gap: int):
-        self.vocab, self.rng, self.max_gap = vocab, rng, max_gap
+    ``ctc_embed``: one row per audio frame pair, tokens spread over 1-3 rows with blank rows
+    (``max_gap``) between them. ``ctc_compress``: one row per token, as CTC compression gives,
+    with the errors a CTC head makes (deleted, inserted, confused, repeated tokens)."""
+
+    def __init__(self, vocab: int, rng: np.random.Generator, max_gap: int, compressed: bool = False):
+        self.vocab, self.rng, self.max_gap, self.compressed = vocab, rng, max_gap, compressed
+
+    def _confused(self, t: int, w: float) -> dict[int, float]:
+        c = self.rng.uniform(0.1, 0.5)
+        return {t: w * (1 - c), int(self.rng.integers(3, self.vocab)): w * c}
 
     def weights(self, ids: list[int]) -> np.ndarray:
         """-> (N, vocab) token weights per audio token (a row summing to < 1 is partly blank)."""
         r = self.rng
-        rows: list[dict[int, float]] = [{} for _ in range(r.integers(0, 7))]
-        for i, t in enumerate(ids):
-            if i:
-                rows += [{} for _ in range(r.integers(0, self.max_gap + 1))]
-            span = 1 if r.random() < 0.7 else (2 if r.random() < 0.85 else 3)
-            for _ in range(span):
-                w = r.uniform(0.35, 1.0) if span > 1 else r.uniform(0.6, 1.0)
-                row = {t: w}
-                if r.random() < 0.1:  # an acoustically confusable word
-                    c = r.uniform(0.1, 0.5)
-                    row = {t: w * (1 - c), int(r.integers(3, self.vocab)): w * c}
-                rows.append(row)
-        rows += [{} for _ in range(r.integers(0, 7))]
+        rows: list[dict[int, float]] = []
+        if self.compressed:
+            for t in ids:
+                u = r.random()
+                if u < 0.03:  # deleted
+                    continue
+                if u < 0.05:  # a spurious token before it
+                    rows.append({int(r.integers(3, self.vocab)): 1.0})
+                if u > 0.94:  # substituted
+                    t = int(r.integers(3, self.vocab))
+                row = self._confused(t, 1.0) if r.random() < 0.15 else {t: 1.0}
+                rows += [row] * (2 if r.random() < 0.02 else 1)
+            rows = rows or [{int(r.integers(3, self.vocab)): 1.0}]
+        else:
+            rows = [{} for _ in range(r.integers(0, 7))]
+            for i, t in enumerate(ids):
+                if i:
+                    rows += [{} for _ in range(r.integers(0, self.max_gap + 1))]
+                span = 1 if r.random() < 0.7 else (2 if r.random() < 0.85 else 3)
+                for _ in range(span):
+                    w = r.uniform(0.35, 1.0) if span > 1 else r.uniform(0.6, 1.0)
+                    rows.append(self._confused(t, w) if r.random() < 0.1 else {t: w})  # confusable word
+            rows += [{} for _ in range(r.integers(0, 7))]
         out = np.zeros((len(rows), self.vocab), dtype=np.float32)
         for j, row in enumerate(rows):
             for t, w in row.items():
@@ -281,14 +302,23 @@ class PseudoAudio:
         return out
 
 
+def pseudo_audio_embeds(model, w: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
+    """(N, vocab) weights -> (N, D) audio embeddings as the model's projector would make them."""
+    if model.projector.config.kind == "ctc_compress":
+        return w @ E
+    return w @ E + (1 - w.sum(1, keepdim=True)).clamp(min=0) * model.projector.blank
+
+
 def stage_text(cfg: TrainConfig) -> None:
     from .data.make import excluded_sentences, text_corpus
 
     tok = load_tokenizer(cfg)
     model = build_model(cfg, tok)
-    dec, blank = model.decoder, model.projector.blank
+    dec = model.decoder
+    compressed = cfg.projector == "ctc_compress"
     holder = torch.nn.ModuleDict({"decoder": dec})
-    holder.register_parameter("blank", blank)
+    if not compressed:
+        holder.register_parameter("blank", model.projector.blank)
     exclude = excluded_sentences(cfg.data)
     V = len(tok)
     opt = torch.optim.AdamW([{"params": list(holder.parameters()), "lr": cfg.text_lr}], weight_decay=0.01,
@@ -304,18 +334,17 @@ def stage_text(cfg: TrainConfig) -> None:
     def make_batch(step):
         rng = np.random.default_rng([cfg.seed, 1, step])
         sents = text_corpus(int(rng.integers(1 << 31)), cfg.batch_size, exclude)
-        pa = PseudoAudio(V, rng, max_gap=min(5, 1 + step // 75))
+        pa = PseudoAudio(V, rng, max_gap=min(5, 1 + step // 75), compressed=compressed)
         E = dec.get_input_embeddings().weight
         prompts, targets = [], []
         for s in sents:
             u = rng.random()
-            if u < 0.1:  # plain text LM in one of the three languages
+            if u < 0.05:  # plain text LM in one of the three languages
                 prompts.append(E[[tok.bos_token_id]])
                 targets.append([s.en, s.fr, s.de][int(rng.integers(3))])
                 continue
-            task = TASK_MIX[0] if u < 0.4 else TASK_MIX[1] if u < 0.7 else TASK_MIX[2]
-            w = torch.from_numpy(pa.weights(model.text_ids(s.en)))
-            audio = w @ E + (1 - w.sum(1, keepdim=True)).clamp(min=0) * blank
+            task = TASK_MIX[0] if u < 0.3 else TASK_MIX[1] if u < 0.65 else TASK_MIX[2]
+            audio = pseudo_audio_embeds(model, torch.from_numpy(pa.weights(model.text_ids(s.en))), E)
             audio = audio + 0.1 * E.detach().std() * torch.randn(audio.shape, generator=torch.Generator().manual_seed(step))
             before, after = model.prompt_ids(task)
             prompts.append(torch.cat([E[before], audio, E[after]]))
@@ -330,19 +359,18 @@ def stage_text(cfg: TrainConfig) -> None:
         return out.loss, {}
 
     def eval_fn():
-        # copy/translate from clean pseudo-audio of dev sentences (no audio model yet)
+        # copy/translate from pseudo-audio of dev sentences (no audio model yet)
         rng = np.random.default_rng([cfg.seed, 2])
-        pa = PseudoAudio(V, rng, max_gap=3)
+        pa = PseudoAudio(V, rng, max_gap=3, compressed=compressed)
         E = dec.get_input_embeddings().weight
         res = {}
         with torch.no_grad():
             for task in TASK_MIX:
                 prompts = []
                 for r in dev:
-                    w = torch.from_numpy(pa.weights(model.text_ids(r["text"])))
+                    audio = pseudo_audio_embeds(model, torch.from_numpy(pa.weights(model.text_ids(r["text"]))), E)
                     before, after = model.prompt_ids(task)
-                    prompts.append(torch.cat([E[before], w @ E + (1 - w.sum(1, keepdim=True)).clamp(min=0) * blank,
-                                              E[after]]))
+                    prompts.append(torch.cat([E[before], audio, E[after]]))
                 hyps = [decode(model, x) for x in greedy_generate(model, model.assemble(prompts), 64)]
                 refs = [r["text"] if task.name == "transcribe" else r["translation"][task.target_lang] for r in dev]
                 res.update({f"{task.label}_{k}": v for k, v in score_task(task.label, refs, hyps).items() if k != "n"})
@@ -417,7 +445,8 @@ def stage_ctc(cfg: TrainConfig) -> None:
         g = torch.Generator().manual_seed(cfg.seed * 1000003 + step)
         idx = torch.randint(0, n, (cfg.batch_size,), generator=g).tolist()
         x, lengths = _pad([data["feats"][i] for i in idx])
-        x = spec_augment(x, lengths, g)
+        if cfg.ctc_specaug:
+            x = spec_augment(x, lengths, g)
         h, hl = enc(x, lengths)
         return ctc_loss(head(h), hl, [targets[i] for i in idx], blank), {}
 
@@ -449,7 +478,8 @@ def joint_model(cfg: TrainConfig):
     text = torch.load(Path(cfg.out) / "text" / "ckpt.pt", weights_only=False)["params"]
     ctc = torch.load(Path(cfg.out) / "ctc" / "ckpt.pt", weights_only=False)["params"]
     sd = {k: v for k, v in text.items() if k.startswith("decoder.")}
-    sd["projector.blank"] = text["blank"]
+    if "blank" in text:
+        sd["projector.blank"] = text["blank"]
     sd.update({k: v for k, v in ctc.items() if k.startswith("encoder.")})
     sd.update({"projector." + k: v for k, v in ctc.items() if k.startswith("ctc_head.")})
     missing = model.load_state_dict(sd, strict=False)
@@ -481,12 +511,20 @@ def stage_joint(cfg: TrainConfig) -> None:
     data, dev = _features(cfg, "train"), _features(cfg, "dev")
     rows = data["rows"]
     en_ids = [model.text_ids(r["text"]) for r in rows]
+    # joint_lr_encoder 0: encoder and CTC head frozen (as SLAM-ASR freezes its encoder): no backward
+    # through them and no CTC loss, so a step costs about half
+    frozen = cfg.joint_lr_encoder == 0
+    acoustic = list(model.encoder.parameters()) + list(model.projector.ctc_head.parameters())
     groups = [
         {"params": list(model.decoder.parameters()), "lr": cfg.joint_lr_decoder},
-        {"params": list(model.projector.mlp.parameters()) + [model.projector.blank], "lr": cfg.joint_lr_projector},
-        {"params": list(model.encoder.parameters()) + list(model.projector.ctc_head.parameters()),
-         "lr": cfg.joint_lr_encoder},
+        {"params": [p for n, p in model.projector.named_parameters() if not n.startswith("ctc_head.")],
+         "lr": cfg.joint_lr_projector},
     ]
+    if frozen:
+        for p in acoustic:
+            p.requires_grad_(False)
+    else:
+        groups.append({"params": acoustic, "lr": cfg.joint_lr_encoder})
     opt = torch.optim.AdamW(groups, weight_decay=0.01, betas=(0.9, 0.98))
     n = len(rows)
 
@@ -503,6 +541,8 @@ def stage_joint(cfg: TrainConfig) -> None:
         inp = model.assemble(prompts, targets)
         out = model.decoder(inputs_embeds=inp.inputs_embeds, attention_mask=inp.attention_mask,
                             position_ids=inp.position_ids, labels=inp.labels)
+        if frozen:
+            return out.loss, {"ce": round(out.loss.item(), 4)}
         ctc = ctc_loss(aux["ctc_logits"], aux["ctc_lengths"], [en_ids[i] for i in idx], model.projector.blank_id)
         return out.loss + cfg.ctc_weight * ctc, {"ce": round(out.loss.item(), 4), "ctc": round(ctc.item(), 4)}
 
@@ -525,8 +565,10 @@ def ship(cfg: TrainConfig, dest: Path = DEMO_DIR) -> dict:
     """Write the joint model in fp16 to ``dest`` with provenance (recipe, minutes, dev scores)."""
     if not (Path(cfg.out) / "joint" / "DONE").exists():
         raise SlimError(f"{cfg.out}/joint has not finished: run `slimspeech train --stage joint` first")
-    # the recipe records what ran: the joint stage's own step count, whatever this command's flags say
-    cfg = dataclasses.replace(cfg, joint_steps=read_json(Path(cfg.out) / "joint" / "DONE")["steps"])
+    # the recipe records what ran: each stage's own step count, whatever this command's flags say
+    ran = {f"{s}_steps": read_json(Path(cfg.out) / s / "DONE")["steps"]
+           for s in ("text", "ctc", "joint") if (Path(cfg.out) / s / "DONE").exists()}
+    cfg = dataclasses.replace(cfg, **ran)
     model = final_model(cfg)
     dev = _features(cfg, "dev")
     scores = evaluate_features(model, dev["rows"], dev["feats"])
@@ -551,11 +593,20 @@ def ship(cfg: TrainConfig, dest: Path = DEMO_DIR) -> dict:
 # CLI
 
 
+def _flag_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspeech train", description=__doc__.splitlines()[0])
     p.add_argument("--stage", default="all", choices=("all",) + STAGES)
     for f in dataclasses.fields(TrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None)
+        kind = _flag_bool if isinstance(f.default, bool) else type(f.default)
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 for text/ctc, else 2)")
     return p
 

@@ -11,6 +11,7 @@ BUILDERS = {
     "slam-llama": lambda: tiny_slam("llama"),
     "slam-qwen2": lambda: tiny_slam("qwen2"),
     "slam-llama-stack_mlp": lambda: tiny_slam("llama", projector="stack_mlp"),
+    "slam-llama-ctc_compress": lambda: tiny_slam("llama", projector="ctc_compress"),
     "qwen2_audio": tiny_qwen2_audio,
 }
 TASKS = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de"), Task("transcribe")]
