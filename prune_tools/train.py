@@ -4,20 +4,26 @@
     slimspeech train --data data/bench --out runs/demo              # prep, text || ctc, joint
     slimspeech train --data data/bench --out runs/demo --stage ship # fp16 copy into the package
 
-Stages (measured recipe: ../shared/notes/demo-training.md):
-- ``prep``: a byte-level BPE tokenizer over benchmark text in en/fr/de, and a log-mel feature
-  cache (fp16) of the train and dev splits.
+Stages (the staged recipe of ../shared/notes/demo-training.md, extended to translation and made
+to fit a 754-word grammar, 12 voices and noise):
+- ``prep``: a byte-level BPE tokenizer (4,000) over benchmark text in en/fr/de, and a log-mel
+  feature cache (fp16) of the train and dev splits.
 - ``text``: the decoder alone, as a text LM on sequences shaped like the speech tasks:
   ``[BOS] <|en|> [pseudo-audio of the English sentence] <|transcribe|> English [EOS]`` and
   ``... <|translate|><|fr|> French [EOS]`` (German likewise), plus plain text in all three
-  languages. Pseudo-audio tokens have the form the ``ctc_embed`` projector produces: token
-  weights times the decoder's own embedding table plus (1 - mass) times a learned blank
-  vector, with blanks, split and confused tokens and noise. The decoder thus learns to copy and
-  translate from audio-like inputs before it sees audio.
-- ``ctc``: the encoder and a CTC head over the decoder's vocabulary on speech (SpecAugment),
-  beside ``text`` (one core each; ``text`` takes both cores once ``ctc`` is done).
-- ``joint``: both connected through the ``ctc_embed`` projector (its MLP residual zero-init),
-  trained end to end on transcription + en->fr + en->de with an auxiliary CTC loss.
+  languages, from fresh grammar sentences (no dev/test sentence). Pseudo-audio tokens have the
+  form the projector produces: for ``ctc_compress`` one row of token weights per token times the
+  decoder's own embedding table, with the errors of a CTC head (deleted, inserted, substituted,
+  confused and repeated tokens) and noise. The decoder thus learns to copy and translate from
+  audio-like inputs before it sees audio; the text is unlimited, so this is where translation
+  is learned.
+- ``ctc``: the encoder and a CTC head over the decoder's vocabulary on speech, beside ``text``
+  (one core each; whichever finishes first hands its core to the other). A curriculum: clean
+  features first (the alignment forms faster), mel warp + SpecAugment from
+  ``ctc_augment_from``, fresh noise on clean clips from ``ctc_noise_from``.
+- ``joint``: both connected through the ``ctc_compress`` projector (its MLP residual zero-init),
+  trained end to end on transcription + en->fr + en->de with an auxiliary CTC loss, augmented
+  like the end of ``ctc``; ``--joint-lr-encoder 0`` freezes the encoder and CTC head instead.
 - ``ship``: the joint model in fp16 to ``speechllm/assets/demo`` with provenance and dev scores.
 
 Every stage logs JSONL (``<out>/<stage>/log.jsonl``), shows a progress bar, checkpoints every
@@ -81,11 +87,17 @@ class TrainConfig:
     stack: int = 2
     max_audio_seconds: float = 16.0
     batch_size: int = 32
-    text_steps: int = 1200
+    text_steps: int = 6000
     text_lr: float = 1e-3
-    ctc_steps: int = 1100
+    ctc_steps: int = 7000
     ctc_lr: float = 1.5e-3
-    ctc_specaug: bool = False  # SpecAugment in the ctc stage (off: it slows the first alignment; joint has it)
+    # from this step on the ctc stage augments (mel warp + SpecAugment); before it, clean features
+    # let the first alignment form faster. The joint stage always augments.
+    ctc_augment_from: int = 2400
+    # from this step on (and in joint) a clean training clip gets fresh noise (the benchmark's own
+    # white/pink/brown mix, SNR 5-20 dB) with this probability, features recomputed from the audio
+    ctc_noise_from: int = 3500
+    noise_prob: float = 0.4
     joint_steps: int = 1200
     joint_lr_decoder: float = 5e-4
     joint_lr_projector: float = 1e-3
@@ -251,6 +263,19 @@ def train_loop(cfg: TrainConfig, stage: str, module: torch.nn.Module, prefixes: 
     (d / "DONE").write_text(json.dumps({"steps": total, "elapsed_s": round(elapsed0 + time.time() - t0, 1)}) + "\n")
 
 
+def both_cores_once_done(cfg: TrainConfig, stage: str, other: str):
+    """An ``on_step`` for stages that run side by side on one core each: once ``other`` has
+    finished, ``stage`` takes both cores."""
+    done = Path(cfg.out) / other / "DONE"
+
+    def on_step(step: int) -> None:
+        if step % 50 == 0 and torch.get_num_threads() < 2 and done.exists():
+            torch.set_num_threads(2)
+            log.info("%s: %s stage done, now on 2 threads", stage, other)
+
+    return on_step
+
+
 # ---------------------------------------------------------------------------------------------
 # stage text: the decoder learns to copy / translate from pseudo-audio
 
@@ -323,13 +348,7 @@ def stage_text(cfg: TrainConfig) -> None:
     V = len(tok)
     opt = torch.optim.AdamW([{"params": list(holder.parameters()), "lr": cfg.text_lr}], weight_decay=0.01,
                             betas=(0.9, 0.98))
-    ctc_done = Path(cfg.out) / "ctc" / "DONE"
     dev = _manifest(cfg, "dev")[: cfg.eval_size]
-
-    def bump_threads(step):
-        if step % 50 == 0 and torch.get_num_threads() < 2 and ctc_done.exists():
-            torch.set_num_threads(2)
-            log.info("text: ctc stage done, now on 2 threads")
 
     def make_batch(step):
         rng = np.random.default_rng([cfg.seed, 1, step])
@@ -377,7 +396,7 @@ def stage_text(cfg: TrainConfig) -> None:
         return res
 
     train_loop(cfg, "text", holder, ("decoder.", "blank"), opt, cfg.text_steps, step_fn, eval_fn,
-               on_step=bump_threads)
+               on_step=both_cores_once_done(cfg, "text", "ctc"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,6 +427,51 @@ def spec_augment(x: torch.Tensor, lengths: torch.Tensor, g: torch.Generator) -> 
             t0 = int(torch.randint(0, max(1, int(lengths[i]) - t), (1,), generator=g))
             x[i, :, t0:t0 + t] = 0
     return x
+
+
+def mel_warp(x: torch.Tensor, g: torch.Generator, max_warp: float = 0.1) -> torch.Tensor:
+    """Vocal-tract-length-style perturbation (Jaitly & Hinton 2013): stretch each clip's mel axis
+    by a random factor in [1 - max_warp, 1 + max_warp], as if another speaker said it. (B, M, T)."""
+    B, M, T = x.shape
+    alpha = 1 + (torch.rand(B, generator=g) * 2 - 1) * max_warp
+    pos = (torch.arange(M)[None, :] * alpha[:, None]).clamp(max=M - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=M - 1)
+    frac = (pos - lo)[..., None]
+    x_lo = torch.gather(x, 1, lo[..., None].expand(B, M, T))
+    x_hi = torch.gather(x, 1, hi[..., None].expand(B, M, T))
+    return x_lo + (x_hi - x_lo) * frac
+
+
+def augment(x: torch.Tensor, lengths: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return spec_augment(mel_warp(x, g), lengths, g)
+
+
+_LOGMEL = LogMel()
+_NOISE_BANK: list[np.ndarray] = []
+
+
+def with_fresh_noise(data: dict, idx: list[int], prob: float, rng: np.random.Generator) -> list[torch.Tensor]:
+    """The cached features of ``idx``; with probability ``prob`` a clean clip is re-read, mixed with
+    noise as the benchmark's noisy splits are (``add_noise``, SNR 5-20 dB) and re-featurised. The
+    noise is a random crop of a fixed bank of 64 white/pink/brown mixes of 20 s."""
+    from .data.synth import add_noise, colored_noise_mix
+
+    if prob > 0 and not _NOISE_BANK:
+        bank_rng = np.random.default_rng(12345)
+        _NOISE_BANK.extend(colored_noise_mix(20 * 16000, bank_rng) for _ in range(64))
+    out = []
+    for i in idx:
+        row = data["rows"][i]
+        if prob > 0 and row.get("snr") is None and rng.random() < prob:
+            wav = load_audio(row["audio"])
+            bank = _NOISE_BANK[int(rng.integers(len(_NOISE_BANK)))]
+            start = int(rng.integers(0, max(1, len(bank) - len(wav))))
+            noise = np.resize(bank[start:start + len(wav)], len(wav))  # tiles a clip longer than 20 s
+            out.append(_LOGMEL.one(add_noise(wav, float(rng.uniform(5.0, 20.0)), rng, noise=noise)))
+        else:
+            out.append(data["feats"][i])
+    return out
 
 
 def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]], blank: int) -> torch.Tensor:
@@ -444,9 +508,10 @@ def stage_ctc(cfg: TrainConfig) -> None:
     def step_fn(step):
         g = torch.Generator().manual_seed(cfg.seed * 1000003 + step)
         idx = torch.randint(0, n, (cfg.batch_size,), generator=g).tolist()
-        x, lengths = _pad([data["feats"][i] for i in idx])
-        if cfg.ctc_specaug:
-            x = spec_augment(x, lengths, g)
+        noisy = cfg.noise_prob if step >= cfg.ctc_noise_from else 0.0
+        x, lengths = _pad(with_fresh_noise(data, idx, noisy, np.random.default_rng([cfg.seed, 3, step])))
+        if step >= cfg.ctc_augment_from:
+            x = augment(x, lengths, g)
         h, hl = enc(x, lengths)
         return ctc_loss(head(h), hl, [targets[i] for i in idx], blank), {}
 
@@ -460,7 +525,8 @@ def stage_ctc(cfg: TrainConfig) -> None:
                 hyps += [tok.decode(ids).strip() for ids in ctc_greedy(head(h), hl, blank)]
         return {"ctc_wer": round(wer([r["text"] for r in dev["rows"][:m]], hyps), 2)}
 
-    train_loop(cfg, "ctc", holder, ("encoder.", "ctc_head."), opt, cfg.ctc_steps, step_fn, eval_fn)
+    train_loop(cfg, "ctc", holder, ("encoder.", "ctc_head."), opt, cfg.ctc_steps, step_fn, eval_fn,
+               on_step=both_cores_once_done(cfg, "ctc", "text"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,8 +601,8 @@ def stage_joint(cfg: TrainConfig) -> None:
         tasks = [TASK_MIX[0] if w < 4 else TASK_MIX[1] if w < 7 else TASK_MIX[2] for w in which]
         targets = [rows[i]["text"] if t.name == "transcribe" else rows[i]["translation"][t.target_lang]
                    for i, t in zip(idx, tasks)]
-        x, lengths = _pad([data["feats"][i] for i in idx])
-        x = spec_augment(x, lengths, g)
+        x, lengths = _pad(with_fresh_noise(data, idx, cfg.noise_prob, np.random.default_rng([cfg.seed, 4, step])))
+        x = augment(x, lengths, g)
         prompts, aux = model.embed_features(tasks, x, lengths)
         inp = model.assemble(prompts, targets)
         out = model.decoder(inputs_embeds=inp.inputs_embeds, attention_mask=inp.attention_mask,

@@ -33,7 +33,7 @@ class ProjectorConfig:
     kind: str = "stack_mlp"
     in_dim: int = 256
     out_dim: int = 256
-    stack: int = 2
+    stack: int = 2  # frames per audio token (ctc_compress: 1, its tokens are CTC runs)
     hidden_dim: int = 1024
     vocab_size: int | None = None  # ctc_embed: decoder vocabulary; blank id = vocab_size
 

@@ -2,7 +2,7 @@
 
 Splits, each written to ``OUT/<split>.jsonl`` with audio in ``OUT/audio/<split>/<id>.flac``:
 
-* ``train`` (12000): training voices, 25% of utterances with noise at 5..25 dB SNR
+* ``train`` (24000): training voices, 25% of utterances with noise at 5..25 dB SNR
 * ``dev`` (300), ``test-clean`` (300): training voices, clean
 * ``test-noisy`` (300): training voices, noise at 5..20 dB SNR
 * ``test-unseen-voice`` (300): only voices never used elsewhere, clean
@@ -16,7 +16,7 @@ deterministic from ``seed`` (same seed -> byte-identical manifests and audio);
 
 Run::
 
-    slimspeech make-data --out data/bench [--seed 0] [--sizes train=12000,dev=300] [--workers 2]
+    slimspeech make-data --out data/bench [--seed 0] [--sizes train=24000,dev=300] [--workers 2]
     python -m prune_tools.data.make --out data/bench
 """
 
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 GENERATOR = "slimspeech.prune_tools.data.make"
 VERSION = "1.0"
 SPLITS = ("train", "dev", "test-clean", "test-noisy", "test-unseen-voice")
-DEFAULT_SIZES = {"train": 12000, "dev": 300, "test-clean": 300, "test-noisy": 300, "test-unseen-voice": 300}
+DEFAULT_SIZES = {"train": 24000, "dev": 300, "test-clean": 300, "test-noisy": 300, "test-unseen-voice": 300}
 HELDOUT_SPLITS = ("dev", "test-clean", "test-noisy", "test-unseen-voice")
 # held-out splits are drawn first so their sentences can be excluded from everything after
 _DRAW_ORDER = ("test-unseen-voice", "test-noisy", "test-clean", "dev", "train")
@@ -261,7 +261,7 @@ def parse_sizes(sizes: dict | str | None) -> dict[str, int]:
         for part in filter(None, (p.strip() for p in sizes.split(","))):
             name, sep, value = part.partition("=")
             if not sep:
-                raise ValueError(f"--sizes: {part!r} is not SPLIT=N; write e.g. train=12000,dev=300")
+                raise ValueError(f"--sizes: {part!r} is not SPLIT=N; write e.g. train=24000,dev=300")
             items[name.strip()] = value.strip()
         sizes = items
     for name, value in sizes.items():
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (manifests, audio/, data.json)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--sizes", default=None,
-                   help="utterances per split, e.g. train=12000,dev=300,test-clean=300,test-noisy=300,"
+                   help="utterances per split, e.g. train=24000,dev=300,test-clean=300,test-noisy=300,"
                         "test-unseen-voice=300 (unlisted splits keep their default)")
     p.add_argument("--workers", type=int, default=2, help="synthesis processes (default 2)")
     p.add_argument("--quiet", action="store_true", help="only warnings and errors")

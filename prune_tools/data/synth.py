@@ -157,18 +157,28 @@ def _speech_rms(x: np.ndarray, frame: int = 320) -> float:
     return float(np.sqrt(np.mean(active**2)))
 
 
-def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+def colored_noise_mix(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS white/pink/brown noise in random (Dirichlet) proportions, shape (n,)."""
+    weights = rng.dirichlet([1.0, 1.0, 1.0])
+    noise = sum(w * _colored_noise(n, e, rng) for w, e in zip(weights, (0.0, 1.0, 2.0)))
+    return noise / max(np.sqrt(np.mean(noise**2)), 1e-12)
+
+
+def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator,
+              noise: np.ndarray | None = None) -> np.ndarray:
     """Mix white/pink/brown noise (random proportions) into ``samples`` (T,) at ``snr_db``.
 
     The SNR is measured against the RMS of the active speech frames. The result is
-    rescaled only if it would clip. Deterministic given the rng state.
+    rescaled only if it would clip. Deterministic given the rng state. ``noise``: a (T,) noise
+    to use instead of a fresh mix (training draws crops of a precomputed bank: faster).
     """
     x = np.asarray(samples, dtype=np.float64)
     if x.size == 0:
         return x.astype(np.float32)
-    weights = rng.dirichlet([1.0, 1.0, 1.0])
-    noise = sum(w * _colored_noise(len(x), e, rng) for w, e in zip(weights, (0.0, 1.0, 2.0)))
-    noise = noise / max(np.sqrt(np.mean(noise**2)), 1e-12)
+    if noise is None:
+        noise = colored_noise_mix(len(x), rng)
+    else:
+        noise = noise / max(np.sqrt(np.mean(noise**2)), 1e-12)
     target = _speech_rms(x) / (10 ** (snr_db / 20))
     y = x + target * noise
     peak = np.max(np.abs(y))

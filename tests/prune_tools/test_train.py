@@ -4,7 +4,11 @@ import json
 
 import pytest
 
-from prune_tools.train import TrainConfig, prep, ship, stage_ctc, stage_joint, stage_text
+import numpy as np
+import torch
+
+from prune_tools.train import (TrainConfig, _features, mel_warp, prep, ship, stage_ctc, stage_joint, stage_text,
+                               with_fresh_noise)
 from speechllm.modeldir import load_model
 from speechllm.generate import transcribe
 from speechllm.audio import load_audio
@@ -25,7 +29,8 @@ def _cfg(data, out, **kw):
     base = dict(data=str(data), out=str(out), vocab_size=400, tokenizer_sentences=300, dec_layers=2, dec_hidden=32,
                 dec_heads=2, dec_intermediate=64, enc_layers=1, enc_dim=32, enc_heads=2, enc_ffn=64, batch_size=8,
                 warmup=2, ckpt_every=5, eval_every=1000, eval_size=4, text_steps=25, ctc_steps=25, joint_steps=12,
-                text_lr=3e-3, ctc_lr=3e-3, joint_lr_decoder=2e-3, joint_lr_projector=2e-3, joint_lr_encoder=1e-3)
+                text_lr=3e-3, ctc_lr=3e-3, joint_lr_decoder=2e-3, joint_lr_projector=2e-3, joint_lr_encoder=1e-3,
+                ctc_augment_from=10, ctc_noise_from=15, noise_prob=0.5)  # the ctc curriculum's three phases
     base.update(kw)
     return TrainConfig(**base)
 
@@ -75,3 +80,24 @@ def test_stages_lower_the_loss_resume_and_ship(tiny_data, tmp_path):
     assert prov3["training_minutes"]["before"] == prov["training_minutes"]
     assert prov3["recipe"]["joint_steps"] == 4
 
+
+
+def test_fresh_noise_and_mel_warp(tiny_data, tmp_path):
+    cfg = _cfg(tiny_data, tmp_path / "run")
+    prep(cfg)
+    data = _features(cfg, "train")
+    idx = list(range(len(data["rows"])))
+    clean = [i for i in idx if data["rows"][i]["snr"] is None]
+    assert clean and len(clean) < len(idx)  # the tiny set has both kinds
+    got = with_fresh_noise(data, idx, 1.0, np.random.default_rng(0))
+    again = with_fresh_noise(data, idx, 1.0, np.random.default_rng(0))
+    for i in idx:
+        assert got[i].shape == data["feats"][i].shape
+        assert torch.equal(got[i], again[i])  # deterministic from the rng
+        changed = not torch.equal(got[i].half(), data["feats"][i])
+        assert changed == (i in clean)  # only clean clips get noise; noisy ones keep their cache
+    assert all(a is b for a, b in zip(with_fresh_noise(data, idx, 0.0, np.random.default_rng(0)), data["feats"]))
+    x = torch.stack([data["feats"][i][:, :50].float() for i in idx[:4]])
+    torch.testing.assert_close(mel_warp(x, torch.Generator().manual_seed(0), max_warp=0.0), x)
+    warped = mel_warp(x, torch.Generator().manual_seed(0))
+    assert warped.shape == x.shape and not torch.allclose(warped, x)
