@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+import os
 import tempfile
 import time
 import uuid
@@ -38,18 +39,29 @@ from .scheduler import BatchedEngine
 
 log = logging.getLogger(__name__)
 
-#: RAM fraction per model on CPU (vLLM sizes the CPU KV cache from it); GPUs share 0.9 between models
-CPU_MEMORY_FRACTION = 0.08
+#: GPUs share 0.9 of their memory between the served models
 GPU_MEMORY_FRACTION = 0.9
+#: on CPU each model's KV cache gets this fraction of RAM as an explicit size; vLLM's own CPU rule
+#: (gpu_memory_utilization x RAM minus the worker's resident size) fails at start-up whenever the
+#: worker's imports outweigh the fraction, which depends on the machine's RAM, not on the model
+CPU_KV_CACHE_FRACTION = 0.04
+
+
+def ram_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def vllm_engine_args(settings: Settings, decoder_dir: Path, n_models: int, on_gpu: bool) -> dict:
     """AsyncEngineArgs fields for one served model's decoder, from the settings (checked by check_vllm_args)."""
-    util = settings.vllm_gpu_memory_utilization or (GPU_MEMORY_FRACTION / n_models if on_gpu else CPU_MEMORY_FRACTION)
     dtype = settings.dtype if settings.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
     args = dict(model=str(decoder_dir), tokenizer=str(decoder_dir), enable_prompt_embeds=True, dtype=dtype,
                 tensor_parallel_size=settings.vllm_tensor_parallel_size,
-                pipeline_parallel_size=settings.vllm_pipeline_parallel_size, gpu_memory_utilization=util, seed=0)
+                pipeline_parallel_size=settings.vllm_pipeline_parallel_size, seed=0)
+    if settings.vllm_gpu_memory_utilization or on_gpu:
+        args["gpu_memory_utilization"] = settings.vllm_gpu_memory_utilization or GPU_MEMORY_FRACTION / n_models
+    elif not {"gpu_memory_utilization", "kv_cache_memory_bytes"} & set(settings.vllm_args):
+        # VLLM_CPU_KVCACHE_SPACE, when set, still overrides this inside vLLM
+        args["kv_cache_memory_bytes"] = int(CPU_KV_CACHE_FRACTION * ram_bytes())
     if settings.vllm_max_num_seqs:
         args["max_num_seqs"] = settings.vllm_max_num_seqs
     if settings.vllm_max_model_len:

@@ -49,12 +49,15 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.output()}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                ready = httpx.get(f"{self.url}/ready", timeout=2)
+                if ready.status_code == 200:
                     break
+                if '"load_failed"' in ready.text:
+                    raise RuntimeError(f"server failed to load: {self.output()[-4000:]}")
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError("server did not become ready")
+                raise TimeoutError(f"server did not become ready: {self.output()[-4000:]}")
             time.sleep(0.2)
 
     def output(self) -> str:
@@ -83,8 +86,7 @@ class ServerProcess:
 def live(model_pair, engine_name):
     extra = ["--engine", engine_name]
     if engine_name == "vllm":
-        extra += ["--vllm-args", json.dumps(VLLM_TEST_SETTINGS["vllm_args"]),
-                  "--vllm-gpu-memory-utilization", str(VLLM_TEST_SETTINGS["vllm_gpu_memory_utilization"])]
+        extra += ["--vllm-args", json.dumps(VLLM_TEST_SETTINGS["vllm_args"])]
     server = ServerProcess(model_pair, "--max-batch-size", "8", "--max-wait-ms", "20", *extra)
     yield server
     server.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.engines import EngineRequest, make_engine
+from server.engines.vllm_engine import CPU_KV_CACHE_FRACTION, ram_bytes, vllm_engine_args
 from server.errors import ApiError
 from server.settings import Settings
 from speechllm.errors import SlimError
@@ -26,6 +27,20 @@ TASKS = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")]
 @pytest.fixture(scope="module", autouse=True)
 def _vllm():
     require_vllm()
+
+
+def test_cpu_kv_cache_is_an_explicit_size_unless_memory_is_set(tmp_path):
+    """vLLM's CPU rule (fraction of RAM minus the worker's RSS) fails to start on small-RAM machines:
+    the default is an explicit KV-cache size; the user's fraction or size wins when given."""
+    args = vllm_engine_args(Settings(), tmp_path, n_models=2, on_gpu=False)
+    assert args["kv_cache_memory_bytes"] == int(CPU_KV_CACHE_FRACTION * ram_bytes()) > 256 << 20
+    assert "gpu_memory_utilization" not in args
+    args = vllm_engine_args(Settings(vllm_gpu_memory_utilization=0.3), tmp_path, n_models=2, on_gpu=False)
+    assert args["gpu_memory_utilization"] == 0.3 and "kv_cache_memory_bytes" not in args
+    args = vllm_engine_args(Settings(vllm_args={"kv_cache_memory_bytes": 1 << 28}), tmp_path, 1, on_gpu=False)
+    assert args["kv_cache_memory_bytes"] == 1 << 28
+    args = vllm_engine_args(Settings(), tmp_path, n_models=2, on_gpu=True)
+    assert args["gpu_memory_utilization"] == 0.45 and "kv_cache_memory_bytes" not in args
 
 
 def test_bad_vllm_args_fail_before_anything_loads(model_pair):
