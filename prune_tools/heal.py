@@ -8,9 +8,9 @@ What trains (``--train``, the paper: either alone is not enough; both by default
 - ``lora``: peft LoRA adapters on the decoder's attention and MLP projections only
   (``model.lora_target_modules()``: q/k/v/o/gate/up/down of the decoder layers, never the
   encoder's modules of the same names); merged into the weights at the end.
-- ``projector``: every projector parameter (``model.projector_prefixes``), fully. For a
-  ``ctc_embed`` projector an auxiliary CTC loss on the transcript (``--ctc-weight``) keeps its
-  CTC head a CTC head.
+- ``projector``: every projector parameter (``model.projector_prefixes``), fully. For a CTC
+  projector (``ctc_embed``, ``ctc_compress``) an auxiliary CTC loss on the transcript
+  (``--ctc-weight``) keeps its CTC head a CTC head.
 Everything else (encoder, embeddings, LM head, the base decoder weights) stays frozen.
 
 Data: every step draws ``batch_size`` (task, utterance) pairs per process from (seed, step),
@@ -79,7 +79,7 @@ class HealConfig:
     max_grad_norm: float = 1.0
     distill_weight: float = 0.5  # with a teacher: (1 - w) * CE + w * KL
     temperature: float = 2.0
-    ctc_weight: float = 0.3  # ctc_embed projector being trained: auxiliary CTC on the transcript
+    ctc_weight: float = 0.3  # ctc_* projector being trained: auxiliary CTC on the transcript
     ckpt_every: int = 50
     seed: int = 0
 

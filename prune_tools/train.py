@@ -98,7 +98,7 @@ class TrainConfig:
     # white/pink/brown mix, SNR 5-20 dB) with this probability, features recomputed from the audio
     ctc_noise_from: int = 3500
     noise_prob: float = 0.4
-    joint_steps: int = 1200
+    joint_steps: int = 900
     joint_lr_decoder: float = 5e-4
     joint_lr_projector: float = 1e-3
     joint_lr_encoder: float = 1e-4
