@@ -18,7 +18,7 @@ M=speechllm/assets/demo
 $S sweep --model "$M" --data "$DATA/train.jsonl" --analysis-data "$DATA/dev.jsonl" --analysis-limit 200 \
   --eval-data "$DATA/test-clean.jsonl" "$DATA/test-noisy.jsonl" "$DATA/test-unseen-voice.jsonl" \
   --fractions "${FRACTIONS:-0.17,0.25,0.33,0.42,0.5}" --heal-steps "${HEAL_STEPS:-200}" \
-  --eval-limit "${EVAL_LIMIT:-100}" --out "$OUT/sweep"
+  --eval-limit "${EVAL_LIMIT:-300}" --out "$OUT/sweep"
 F=$(.venv/bin/python - "$OUT/sweep/sweep.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
