@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -151,10 +152,9 @@ def prep(cfg: TrainConfig) -> None:
     texts += [s for x in fresh for s in (x.en, x.fr, x.de)]
     tok = train_bpe_tokenizer(texts, cfg.vocab_size, TASK_TOKENS)
     tok.save_pretrained(d / "tokenizer")
-    fe = LogMel()
     for split in ("train", "dev"):
         rows = train if split == "train" else _manifest(cfg, split)
-        feats = [fe.one(load_audio(r["audio"])).half() for r in tqdm(rows, desc=f"features {split}", mininterval=10)]
+        feats = [LOGMEL.one(load_audio(r["audio"])).half() for r in tqdm(rows, desc=f"features {split}", mininterval=10)]
         torch.save({"rows": rows, "feats": feats}, d / f"features-{split}.pt")
     words = sorted({w for t in texts for w in t.split()})
     ids = tok(words, add_special_tokens=False)["input_ids"]
@@ -328,10 +328,10 @@ class PseudoAudio:
 
 
 def pseudo_audio_embeds(model, w: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
-    """(N, vocab) weights -> (N, D) audio embeddings as the model's projector would make them."""
-    if model.projector.config.kind == "ctc_compress":
-        return w @ E
-    return w @ E + (1 - w.sum(1, keepdim=True)).clamp(min=0) * model.projector.blank
+    """(N, vocab) weights -> (N, D) audio embeddings as the model's projector would make them: a
+    projector with a blank vector (``ctc_embed``) fills a row's missing mass with it."""
+    blank = getattr(model.projector, "blank", None)
+    return w @ E if blank is None else w @ E + (1 - w.sum(1, keepdim=True)).clamp(min=0) * blank
 
 
 def stage_text(cfg: TrainConfig) -> None:
@@ -447,28 +447,34 @@ def augment(x: torch.Tensor, lengths: torch.Tensor, g: torch.Generator) -> torch
     return spec_augment(mel_warp(x, g), lengths, g)
 
 
-_LOGMEL = LogMel()
-_NOISE_BANK: list[np.ndarray] = []
+#: the featuriser of the cached features and of the freshly noised clips
+LOGMEL = LogMel()
+
+
+@functools.cache
+def noise_bank() -> tuple[np.ndarray, ...]:
+    """64 fixed white/pink/brown mixes of 20 s (the benchmark's noise), cut into crops while training."""
+    from .data.synth import colored_noise_mix
+
+    rng = np.random.default_rng(12345)
+    return tuple(colored_noise_mix(20 * 16000, rng) for _ in range(64))
 
 
 def with_fresh_noise(data: dict, idx: list[int], prob: float, rng: np.random.Generator) -> list[torch.Tensor]:
     """The cached features of ``idx``; with probability ``prob`` a clean clip is re-read, mixed with
     noise as the benchmark's noisy splits are (``add_noise``, SNR 5-20 dB) and re-featurised. The
     noise is a random crop of a fixed bank of 64 white/pink/brown mixes of 20 s."""
-    from .data.synth import add_noise, colored_noise_mix
+    from .data.synth import add_noise
 
-    if prob > 0 and not _NOISE_BANK:
-        bank_rng = np.random.default_rng(12345)
-        _NOISE_BANK.extend(colored_noise_mix(20 * 16000, bank_rng) for _ in range(64))
     out = []
     for i in idx:
         row = data["rows"][i]
         if prob > 0 and row.get("snr") is None and rng.random() < prob:
             wav = load_audio(row["audio"])
-            bank = _NOISE_BANK[int(rng.integers(len(_NOISE_BANK)))]
+            bank = noise_bank()[int(rng.integers(len(noise_bank())))]
             start = int(rng.integers(0, max(1, len(bank) - len(wav))))
             noise = np.resize(bank[start:start + len(wav)], len(wav))  # tiles a clip longer than 20 s
-            out.append(_LOGMEL.one(add_noise(wav, float(rng.uniform(5.0, 20.0)), rng, noise=noise)))
+            out.append(LOGMEL.one(add_noise(wav, float(rng.uniform(5.0, 20.0)), rng, noise=noise)))
         else:
             out.append(data["feats"][i])
     return out
@@ -659,20 +665,11 @@ def ship(cfg: TrainConfig, dest: Path = DEMO_DIR) -> dict:
 # CLI
 
 
-def _flag_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspeech train", description=__doc__.splitlines()[0])
     p.add_argument("--stage", default="all", choices=("all",) + STAGES)
     for f in dataclasses.fields(TrainConfig):
-        kind = _flag_bool if isinstance(f.default, bool) else type(f.default)
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None)
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 for text/ctc, else 2)")
     return p
 

@@ -54,7 +54,8 @@ def build_slam(tokenizer, dec_config, enc_config: EncoderConfig, *, projector: s
     decoder = AutoModelForCausalLM.from_config(dec_config)
     encoder = SpeechEncoder(enc_config)
     pcfg = ProjectorConfig(kind=projector, in_dim=enc_config.d_model, out_dim=dec_config.hidden_size,
-                           stack=1 if projector == "ctc_compress" else stack, hidden_dim=projector_hidden or 4 * dec_config.hidden_size,
+                           stack=1 if projector == "ctc_compress" else stack,  # its tokens are CTC runs
+                           hidden_dim=projector_hidden or 4 * dec_config.hidden_size,
                            vocab_size=dec_config.vocab_size if projector.startswith("ctc_") else None)
     window = enc_config.max_source_positions / enc_config.frames_per_second
     spec = {

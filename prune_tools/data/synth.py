@@ -157,11 +157,14 @@ def _speech_rms(x: np.ndarray, frame: int = 320) -> float:
     return float(np.sqrt(np.mean(active**2)))
 
 
+def _unit_rms(x: np.ndarray) -> np.ndarray:
+    return x / max(np.sqrt(np.mean(x**2)), 1e-12)
+
+
 def colored_noise_mix(n: int, rng: np.random.Generator) -> np.ndarray:
     """Unit-RMS white/pink/brown noise in random (Dirichlet) proportions, shape (n,)."""
     weights = rng.dirichlet([1.0, 1.0, 1.0])
-    noise = sum(w * _colored_noise(n, e, rng) for w, e in zip(weights, (0.0, 1.0, 2.0)))
-    return noise / max(np.sqrt(np.mean(noise**2)), 1e-12)
+    return _unit_rms(sum(w * _colored_noise(n, e, rng) for w, e in zip(weights, (0.0, 1.0, 2.0))))
 
 
 def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator,
@@ -175,10 +178,7 @@ def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator,
     x = np.asarray(samples, dtype=np.float64)
     if x.size == 0:
         return x.astype(np.float32)
-    if noise is None:
-        noise = colored_noise_mix(len(x), rng)
-    else:
-        noise = noise / max(np.sqrt(np.mean(noise**2)), 1e-12)
+    noise = colored_noise_mix(len(x), rng) if noise is None else _unit_rms(noise)
     target = _speech_rms(x) / (10 ** (snr_db / 20))
     y = x + target * noise
     peak = np.max(np.abs(y))

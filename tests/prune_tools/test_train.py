@@ -81,7 +81,6 @@ def test_stages_lower_the_loss_resume_and_ship(tiny_data, tmp_path):
     assert prov3["recipe"]["joint_steps"] == 4
 
 
-
 def test_fresh_noise_and_mel_warp(tiny_data, tmp_path):
     cfg = _cfg(tiny_data, tmp_path / "run")
     prep(cfg)

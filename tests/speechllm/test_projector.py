@@ -9,9 +9,9 @@ V = 5  # vocabulary; the blank is id 5
 B = V
 
 
-def _projector(seed=0):
+def _projector(seed=0, in_dim=8):
     torch.manual_seed(seed)
-    return CTCCompressProjector(ProjectorConfig(kind="ctc_compress", in_dim=8, out_dim=6, hidden_dim=16,
+    return CTCCompressProjector(ProjectorConfig(kind="ctc_compress", in_dim=in_dim, out_dim=6, hidden_dim=16,
                                                 vocab_size=V))
 
 
@@ -34,13 +34,16 @@ def test_runs_follow_the_ctc_collapse():
 
 
 def test_audio_token_is_the_runs_word_posterior_times_the_table_plus_mlp():
-    p = _projector()
+    p = _projector(in_dim=V + 1)
     torch.nn.init.normal_(p.mlp[2].weight)  # the residual is zero-initialised: make it count here
-    h = torch.randn(1, 4, 8)
+    with torch.no_grad():  # an identity CTC head: the encoder states are the logits
+        p.ctc_head.weight.copy_(torch.eye(V + 1))
+        p.ctc_head.bias.zero_()
     table = torch.randn(V, 6)
     logits = _logits([[1, 1, B, 3]]) * 0.2  # soft posteriors: every class keeps some mass
-    p.ctc_head.forward = lambda x: logits  # a head that outputs these posteriors
+    h = logits
     emb, n, out_logits = p(h, torch.tensor([4]), table)
+    torch.testing.assert_close(out_logits, logits)
     assert n.tolist() == [2] and emb.shape == (1, 2, 6)
     probs = logits.softmax(-1)[0]
     run0 = probs[:2, :V].sum(0)
