@@ -36,6 +36,9 @@ class Segment:
     text: str
     tokens: list[int]
     avg_logprob: float | None
+    #: 1 - the voice-activity detector's mean speech probability over the chunk (0.0: not measured,
+    #: the clip was decoded whole)
+    no_speech_prob: float = 0.0
 
     def to_openai(self) -> dict:
         data = self.text.encode()
@@ -44,8 +47,7 @@ class Segment:
             "end": round(self.end, 3), "text": self.text, "tokens": self.tokens, "temperature": 0.0,
             "avg_logprob": self.avg_logprob if self.avg_logprob is not None else 0.0,
             "compression_ratio": round(len(data) / len(zlib.compress(data)), 4) if data else 0.0,
-            # not estimated by these models: 0.0 keeps every segment, as a client filter expects
-            "no_speech_prob": 0.0,
+            "no_speech_prob": round(self.no_speech_prob, 4),
         }
 
 

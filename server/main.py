@@ -21,6 +21,8 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
 
 from speechllm.errors import SlimError
@@ -28,7 +30,7 @@ from speechllm.errors import SlimError
 from .engines import make_engine
 from .errors import install_error_handlers
 from .metrics import UNKNOWN, ServerMetrics
-from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from .middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware
 from .routers import audio, models, ops
 from .service import SpeechService
 from .settings import Settings, parse_models
@@ -47,9 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def load(app: FastAPI) -> None:
         try:
             await engine.start()
-        except Exception as exc:  # keep answering: /health and /ready say what failed
-            app.state.load_error = str(exc) or type(exc).__name__
-            log.exception("model loading failed")
+        except Exception as exc:  # keep answering: /health, /ready and /v1 say what failed
+            service.load_error = str(exc) or type(exc).__name__
+            log.exception("model loading failed: %s", service.load_error)
             return
         for info in engine.models().values():
             metrics.add_model(info)
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await engine.stop()
+            service.close()
             log.info("stopped")
 
     app = FastAPI(title="slimspeech", summary="OpenAI-compatible speech recognition and translation",
@@ -75,7 +78,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.service = service
     app.state.metrics = metrics
-    app.state.load_error = None
 
     def rejected(status: int) -> None:
         metrics.observe_request(UNKNOWN, UNKNOWN, status)
@@ -84,11 +86,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audio.router)
     app.include_router(models.router)
     app.include_router(ops.router)
-    # outermost last: the key is checked first, then the body is counted as it is read
+    app.openapi = lambda: openapi_schema(app)
+    # outermost last: the key is checked first, then admission (before any body byte is read),
+    # then the body is counted as it is read
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes, on_reject=rejected)
+    app.add_middleware(AdmissionMiddleware, admission=lambda: service.admission, on_reject=rejected)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(ApiKeyMiddleware, api_key=api_key, on_reject=rejected)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After"])
     return app
+
+
+def openapi_schema(app: FastAPI) -> dict:
+    """FastAPI's document, corrected to what the server sends: validation errors are 400s in the
+    error envelope (never FastAPI's 422 body)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        for path in schema.get("paths", {}).values():
+            for op in path.values():
+                op.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 # ---- slimspeech serve ---------------------------------------------------------------------
@@ -101,7 +123,19 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--dtype": ("dtype", str, "auto | float32 | bfloat16 | float16 (default auto)"),
     "--max-batch-size": ("max_batch_size", int, "most requests decoded together (default 8)"),
     "--max-wait-ms": ("max_wait_ms", float, "longest wait for a batch to fill (default 10)"),
-    "--max-queue": ("max_queue", int, "waiting requests before 429 (default 256)"),
+    "--max-queue": ("max_queue", int, "requests in the server at once before 429, a long file counting once "
+                                      "(default 256)"),
+    "--max-audio-in-flight-seconds": ("max_audio_in_flight_seconds", float,
+                                      "decoded audio held at once before 429 (default 1800)"),
+    "--decode-workers": ("decode_workers", int, "uploads decoded at once (default 2)"),
+    "--min-sample-rate": ("min_sample_rate", int, "lowest accepted sample rate in Hz (default 8000)"),
+    "--max-sample-rate": ("max_sample_rate", int, "highest accepted sample rate in Hz (default 192000)"),
+    "--max-channels": ("max_channels", int, "most channels in an upload (default 8)"),
+    "--max-decode-samples": ("max_decode_samples", int,
+                             "most samples (frames x channels) an upload may decode to (default 57600000)"),
+    "--vad-merge-seconds": ("vad_merge_seconds", float,
+                            "long audio: join speech pieces up to this length (default 0: one per utterance)"),
+    "--cors-origins": ("cors_origins", str, "comma-separated origins allowed by CORS (default: none)"),
     "--max-upload-mb": ("max_upload_mb", float, "largest upload (default 25)"),
     "--max-audio-seconds": ("max_audio_seconds", float, "longest audio in total (default 600)"),
     "--chunk-overlap-seconds": ("chunk_overlap_seconds", float, "overlap of split long audio (default 0.5)"),

@@ -1,4 +1,5 @@
-"""ASGI guards that act before a request body is read: the API key (401) and the upload limit (413).
+"""ASGI guards that act before a request body is read: the API key (401), admission (429/503) and
+the upload limit (413).
 
 Both answer in the error envelope. The body limit counts bytes as they arrive, so an
 oversized upload is refused without being read (or spooled) in full: at once when its
@@ -8,12 +9,15 @@ Content-Length is over the limit, else as soon as the running count passes it.
 from __future__ import annotations
 
 import hmac
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ApiError
+
+if TYPE_CHECKING:
+    from .admission import Admission
 
 #: form fields besides the file (model, language, prompt, ...) ride on top of the upload limit
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -46,6 +50,35 @@ class ApiKeyMiddleware:
                else "invalid API key: send the server's key as 'Authorization: Bearer <key>'")
         await _answer(ApiError(401, msg, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}),
                       scope, receive, send)
+
+
+class AdmissionMiddleware:
+    """Admit each audio request (``POST`` under ``prefix``) before its body is read, and release its
+    slot once the answer (a stream: its last byte) has been sent. The ticket rides in the ASGI
+    scope's state (``request.state.ticket``) so the request can reserve its audio budget."""
+
+    def __init__(self, app: ASGIApp, admission: Callable[[], "Admission"], prefix: str = "/v1/audio/",
+                 on_reject: Callable[[int], None] | None = None):
+        self.app = app
+        self.admission = admission
+        self.prefix = prefix
+        self.on_reject = on_reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(self.prefix):
+            return await self.app(scope, receive, send)
+        admission = self.admission()
+        try:
+            ticket = admission.enter()
+        except ApiError as err:
+            if self.on_reject:
+                self.on_reject(err.status)
+            return await _answer(err, scope, receive, send)
+        scope.setdefault("state", {})["ticket"] = ticket
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            admission.leave(ticket)
 
 
 class _TooLarge(Exception):

@@ -1,46 +1,61 @@
 """One request's way through the server, without HTTP and without torch.
 
-    job = await service.prepare(model="pruned", task="translate", target_language="fr", data=upload)
-    service.submit(job, stream=False)          # one engine request per chunk (ApiError 429 when full)
+    job = Job(ticket=admission.enter())       # admitted before its upload is read (admission.py)
+    await service.prepare(job, model="pruned", task="translate", target_language="fr", upload=file)
+    service.submit(job, stream=False)          # one engine request per chunk
     transcript = await service.collect(job)    # joined text, segments with timestamps
     async for event in service.events(job): ... # or: SSE events (stream=True)
 
 ``prepare`` checks the fields against the chosen model (unknown model 404, unknown task or
-language 400), decodes the upload in a thread (400 for undecodable, empty, NaN or over-long
-audio) and splits audio longer than the model's window (longform.py). Metrics are recorded
-here, once per request, whatever its outcome.
+language 400), reads the upload's header (400 for an unreadable file, a sample rate, channel
+count or size outside the limits, or over-long audio; 429 when its audio does not fit in the
+audio budget now), decodes it in one of ``decode_workers`` threads (400 for NaN/inf samples),
+and plans the chunks the model decodes: one when the audio fits the model's window, else speech
+pieces cut at pauses by a voice-activity detector (``chunking_strategy`` asks for that on short
+audio too); audio without speech gives no chunk and an empty text. Metrics are recorded here,
+once per request, whatever its outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, BinaryIO
 
 import numpy as np
 
-from speechllm.audio import SAMPLE_RATE, load_audio
-from speechllm.errors import AudioError
+from speechllm.audio import SAMPLE_RATE, AudioLimits, load_audio, probe_audio
 from speechllm.tasks import Task
 
+from .admission import Admission, EngineState, Ticket
 from .engines.base import Engine, EngineRequest, EngineResult, ModelInfo, RequestHandle
 from .errors import CLIENT_CLOSED, ApiError, as_api_error
 from .formats import Segment, Transcript, language_name
-from .longform import Chunk, TextJoiner, plan_chunks
+from .longform import Chunk, TextJoiner, VadParams, plan_chunks, plan_speech_chunks
 from .metrics import UNKNOWN, ServerMetrics
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Chunking:
+    """How audio is cut into pieces (OpenAI's ``chunking_strategy``: ``auto`` or ``server_vad``)."""
+
+    threshold: float | None = None  # speech probability above which a 32 ms window is speech
+    silence_ms: int | None = None  # pauses at least this long separate pieces
+    padding_ms: int | None = None  # context kept around each piece
+
+
 @dataclass
 class Job:
     """One HTTP request; filled in as its fields are checked (labels stay ``unknown`` until then)."""
 
+    ticket: Ticket | None = None
     started: float = field(default_factory=time.perf_counter)
     info: ModelInfo | None = None
     task: Task | None = None
@@ -59,34 +74,27 @@ class Job:
         return 0.0 if self.audio is None else len(self.audio) / SAMPLE_RATE
 
 
-def decode_upload(data: bytes, max_seconds: float, name: str = "file") -> np.ndarray:
-    """Upload bytes -> (S,) float32 16 kHz; over-long audio is refused from its header before decoding."""
-    import soundfile as sf
-
-    if not isinstance(data, (bytes, bytearray)):  # never a path: load_audio would open one
-        raise AudioError("file must be uploaded audio bytes")
-    try:
-        info = sf.info(io.BytesIO(data))
-        seconds = info.frames / info.samplerate if info.samplerate else 0.0
-    except Exception:
-        seconds = 0.0  # undecodable: load_audio says why
-    if seconds > max_seconds:
-        raise AudioError(f"{name} is {seconds:.1f} s long, over the server's {max_seconds:.0f} s limit: "
-                         "split it into shorter files")
-    return load_audio(bytes(data), max_seconds=max_seconds, name=name)
-
-
 class SpeechService:
     def __init__(self, engine: Engine, metrics: ServerMetrics, settings: Settings):
         self.engine = engine
         self.metrics = metrics
         self.settings = settings
+        #: why loading failed (set by the app's loader); admission then answers 503 model_load_failed
+        self.load_error: str | None = None
+        self.admission = Admission(settings.max_queue, settings.max_audio_in_flight_seconds, self._engine_state)
+        self.limits = AudioLimits(min_sample_rate=settings.min_sample_rate, max_sample_rate=settings.max_sample_rate,
+                                  max_channels=settings.max_channels, max_samples=settings.max_decode_samples)
+        self._decoders = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="slimspeech-decode")
+
+    def _engine_state(self) -> EngineState:
+        return EngineState(ready=self.engine.ready, stopping=self.engine.stopping, load_error=self.load_error)
+
+    def close(self) -> None:
+        self._decoders.shutdown(wait=True, cancel_futures=True)
 
     # ---- checks -------------------------------------------------------------------------
     def model(self, name: str | None) -> ModelInfo:
-        if not self.engine.ready:
-            raise ApiError(503, "models are still loading (or the server is stopping): retry when /ready answers 200",
-                           code="not_ready")
+        self.admission.check()
         models = self.engine.models()
         if not name:
             return next(iter(models.values()))
@@ -95,19 +103,48 @@ class SpeechService:
                                 "(GET /v1/models)", param="model", code="model_not_found")
         return models[name]
 
-    async def prepare(self, job: Job, *, model: str | None, task: str, data: bytes,
+    async def _off_loop(self, fn, *args, **kw):
+        return await asyncio.get_running_loop().run_in_executor(self._decoders, lambda: fn(*args, **kw))
+
+    async def prepare(self, job: Job, *, model: str | None, task: str, upload: bytes | BinaryIO,
                       target_language: str | None = None, language: str | None = None,
-                      filename: str | None = None) -> Job:
+                      filename: str | None = None, chunking: Chunking | None = None) -> Job:
         job.info = info = self.model(model)
         job.task = info.prompts.resolve(task, target_language or None)
         if language and language.lower() != info.source_language.lower():
             raise ApiError(400, f"language {language[:20]!r}: model {info.name!r} takes {info.source_language} "
                                 f"speech only (leave language out or send {info.source_language!r})",
                            param="language", code="unsupported_language")
+        if not isinstance(upload, (bytes, bytearray)) and not hasattr(upload, "read"):
+            raise ApiError(400, "file must be uploaded audio (a multipart file part)", param="file",
+                           code="invalid_audio")  # never a path: load_audio would open one
         name = f"uploaded file {filename[:100]!r}" if filename else "uploaded file"
-        job.audio = await asyncio.to_thread(decode_upload, data, self.settings.max_audio_seconds, name)
-        job.chunks = plan_chunks(job.audio, info.max_audio_seconds, self.settings.chunk_overlap_seconds)
+        limit = self.settings.max_audio_seconds
+        header = await self._off_loop(probe_audio, upload, limits=self.limits, max_seconds=limit, name=name)
+        if job.ticket is not None:
+            self.admission.reserve_audio(job.ticket, header.seconds)
+        job.audio = await self._off_loop(load_audio, upload, max_seconds=limit, name=name, limits=self.limits)
+        job.chunks = await self._off_loop(self.plan, job.audio, info.max_audio_seconds, chunking)
         return job
+
+    def plan(self, audio: np.ndarray, window_s: float, chunking: Chunking | None) -> list[Chunk]:
+        """The chunks to decode: the whole clip when it fits the window and no chunking was asked for,
+        else speech pieces from the VAD (the energy split alone when the VAD cannot run)."""
+        if chunking is None and len(audio) <= window_s * SAMPLE_RATE:
+            return [Chunk(0, len(audio), 0, len(audio))]
+        chunking = chunking or Chunking()
+        try:
+            from speechllm.vad import speech_probabilities
+
+            probs = speech_probabilities(audio)
+        except Exception:  # noqa: BLE001 - a broken VAD must not lose the request: cut by energy
+            log.exception("voice activity detection failed: splitting by energy instead")
+            return plan_chunks(audio, window_s, self.settings.chunk_overlap_seconds)
+        options = {k: v for k, v in (("threshold", chunking.threshold),
+                                     ("min_silence_s", chunking.silence_ms and chunking.silence_ms / 1000),
+                                     ("pad_s", chunking.padding_ms and chunking.padding_ms / 1000)) if v is not None}
+        return plan_speech_chunks(audio, probs, window_s, merge_seconds=self.settings.vad_merge_seconds,
+                                  overlap_s=self.settings.chunk_overlap_seconds, params=VadParams(**options))
 
     # ---- running ------------------------------------------------------------------------
     def submit(self, job: Job, stream: bool = False) -> None:
@@ -127,7 +164,7 @@ class SpeechService:
             h.cancel()
 
     async def collect(self, job: Job) -> Transcript:
-        joiner = TextJoiner()
+        joiner = TextJoiner.for_chunks(job.chunks)
         for handle in job.handles:
             result = await handle.result()
             self._clip_done(job, result)
@@ -136,7 +173,7 @@ class SpeechService:
 
     async def events(self, job: Job) -> AsyncIterator[dict]:
         """SSE events: transcript.text.delta ..., transcript.text.done (or an error envelope)."""
-        joiner = TextJoiner()
+        joiner = TextJoiner.for_chunks(job.chunks)
         status = 200
         try:
             for handle in job.handles:
@@ -171,7 +208,8 @@ class SpeechService:
         for chunk, part, result in zip(job.chunks, joiner.parts, job.results):
             if part:
                 start, end = chunk.seconds()
-                segments.append(Segment(len(segments), start, end, part, result.token_ids, result.avg_logprob))
+                segments.append(Segment(len(segments), start, end, part, result.token_ids, result.avg_logprob,
+                                        chunk.no_speech_prob))
         out_lang = job.task.target_lang or job.info.source_language
         return Transcript(
             task=job.task.name, language=language_name(out_lang, job.info.prompts.languages),

@@ -67,8 +67,26 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(8, ge=1, le=1024)
     #: longest a request waits for others to fill its batch
     max_wait_ms: float = Field(10.0, ge=0, le=10_000)
-    #: requests waiting for a batch; beyond it the server answers 429 with Retry-After
+    #: requests in the server at once (uploading, decoding, queued or running; a long file's chunks
+    #: count once); beyond it the server answers 429 with Retry-After before reading the upload
     max_queue: int = Field(256, ge=1)
+    #: seconds of decoded audio held by requests at once (16 kHz float32: 64 KB a second); a request
+    #: whose audio does not fit now gets 429 before it is decoded (alone, any accepted length fits)
+    max_audio_in_flight_seconds: float = Field(1800.0, gt=0)
+    #: uploads decoded at once (each in a worker thread); more wait their turn
+    decode_workers: int = Field(2, ge=1, le=64)
+    #: accepted sample rates of uploads (Hz), checked from the file header before decoding
+    min_sample_rate: int = Field(8000, ge=1000)
+    max_sample_rate: int = Field(192_000, le=768_000)
+    #: most channels in an upload
+    max_channels: int = Field(8, ge=1, le=64)
+    #: most samples (frames x channels) an upload may decode to: default 600 s of 48 kHz stereo
+    max_decode_samples: int = Field(57_600_000, ge=16_000)
+    #: long audio: neighbouring speech pieces (split at pauses by the VAD) are joined while the
+    #: joined piece stays within this many seconds; 0: one piece per pause-delimited utterance
+    vad_merge_seconds: float = Field(0.0, ge=0)
+    #: origins allowed to call the API from a browser (CORS); empty: no CORS headers
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: largest accepted upload, enforced while the body is read (413)
     max_upload_mb: float = Field(25.0, gt=0)
     #: longest accepted audio in total (400); clips longer than the model's window are split
@@ -99,6 +117,13 @@ class Settings(BaseSettings):
     @classmethod
     def _models(cls, value):
         return parse_models(value)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _cors(cls, value):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
     @field_validator("vllm_args", mode="before")
     @classmethod

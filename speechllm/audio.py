@@ -1,91 +1,297 @@
-"""Audio input: any soundfile-readable bytes or path -> 16 kHz mono float32, and log-mel features.
+"""Audio input: wav/flac/ogg bytes, a path or an upload's file object -> 16 kHz mono float32, and log-mel features.
 
-    from speechllm.audio import load_audio, LogMel
+    from speechllm.audio import AudioLimits, LogMel, load_audio, probe_audio
     wav = load_audio("clip.flac")                    # (S,) float32 in [-1, 1], 16 kHz
+    wav = load_audio(upload.file, max_seconds=30)    # a seekable binary file object is rewound and read
+    info = probe_audio(data)                         # header only: sample_rate, channels, frames, seconds
     feats, lengths = LogMel()([wav, wav[:8000]])     # (B, n_mels, T) float32, (B,) frames
 
-Resampling is polyphase with an anti-aliasing FIR (scipy.signal.resample_poly).
-Features are computed per clip and padded to the longest clip of the batch only,
-so batching never changes a clip's features and short clips are not padded to 30 s.
+Every problem with the audio is an ``AudioError`` whose message names it and its fix.
+
+What a file may cost is decided from its header, before any sample is decoded (``AudioLimits``):
+
+    min_sample_rate=8000, max_sample_rate=192000   rates outside this range are refused
+    max_channels=8                                 more channels are refused
+    max_samples=57_600_000                         frames x channels a file may decode to
+                                                   (600 s of 48 kHz stereo)
+
+so a small upload that declares hours of multichannel audio, or an absurd sample rate, is refused
+in microseconds instead of costing gigabytes. Within the limits, decoding runs in blocks of about
+one second: each block is downmixed to mono and fed to a streaming resampler, so peak memory is the
+16 kHz mono output plus one block, whatever the input's rate and channel count.
+
+Sample values: NaN or infinite samples are refused. Float audio whose peak (after the downmix)
+exceeds 1.0 is scaled so that its peak is 1.0 (decoded integer PCM never exceeds 1.0); this takes
+a second decoding pass, for such files only. Arrays passed in already decoded follow the same rule.
+
+Resampling is soxr's 'HQ' quality (20-bit precision, linear phase): its stopband is already far
+below the 80 dB range LogMel keeps, and 'VHQ' (28-bit) is finer than float32 samples can carry,
+at 1.5-2x the cost. Its cost does not depend on how odd the rate ratio is.
+
+Features are computed per clip and padded to the longest clip of the batch only, so batching never
+changes a clip's features and short clips are not padded to 30 s. A clip shorter than one window
+(n_fft samples) is zero-padded to a window, so it still gets max(1, S // hop_length) frames.
 """
 
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO, Iterator, Union
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
-from scipy.signal import resample_poly
+import torch.nn.functional as F
 
 from .errors import AudioError
 
 SAMPLE_RATE = 16000
 
+# See the module docstring for why HQ and not VHQ.
+RESAMPLE_QUALITY = "HQ"
+
+#: What load_audio and probe_audio accept as encoded audio.
+AudioSource = Union[bytes, bytearray, str, Path, BinaryIO]
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """What an encoded file may declare in its header; checked before anything is decoded."""
+
+    min_sample_rate: int = 8000
+    max_sample_rate: int = 192000
+    max_channels: int = 8
+    #: frames x channels a file may decode to; the default is 600 s of 48 kHz stereo.
+    max_samples: int = 600 * 48000 * 2
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """An encoded file's header, as read by probe_audio."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    seconds: float
+    format: str  # soundfile's major format, e.g. "WAV", "FLAC", "OGG"
+    subtype: str  # e.g. "PCM_16", "FLOAT", "VORBIS"
+
 
 def resample(samples: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
-    """Polyphase, anti-aliased resampling of a (S,) float array."""
+    """Anti-aliased resampling of a (S,) array to float32 (soxr, quality RESAMPLE_QUALITY)."""
+    x = np.ascontiguousarray(samples, dtype=np.float32)
     if sr_in == sr_out:
-        return samples.astype(np.float32, copy=False)
-    ratio = Fraction(sr_out, sr_in)
-    out = resample_poly(samples.astype(np.float64), ratio.numerator, ratio.denominator)
-    return out.astype(np.float32)
+        return x
+    return soxr.resample(x, sr_in, sr_out, quality=RESAMPLE_QUALITY)
+
+
+def _label(src, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(src, (str, Path)):
+        return str(src)
+    file_name = getattr(src, "name", None)
+    return file_name if isinstance(file_name, str) else "audio data"
+
+
+def _undecodable(label: str, exc: Exception) -> AudioError:
+    # soundfile raises LibsndfileError/RuntimeError/TypeError; the libsndfile text says what it saw
+    reason = getattr(exc, "error_string", None) or type(exc).__name__
+    return AudioError(f"cannot decode {label} ({reason}): send a wav, flac or ogg file")
+
+
+@contextmanager
+def _open(src: AudioSource, label: str) -> Iterator[sf.SoundFile]:
+    """An open SoundFile on ``src``; opening reads the header only (what soundfile.info reads)."""
+    if isinstance(src, (str, Path)):
+        path = Path(src)
+        if not path.is_file():
+            raise AudioError(f"audio file not found: {path} (check the path)")
+        handle = str(path)
+    elif isinstance(src, (bytes, bytearray)):
+        if len(src) == 0:
+            raise AudioError(f"{label} is empty (0 bytes): send a wav, flac or ogg file")
+        handle = io.BytesIO(src)
+    elif hasattr(src, "read") and hasattr(src, "seek"):
+        if hasattr(src, "seekable") and not src.seekable():
+            raise TypeError("load_audio needs a seekable binary file object (e.g. a SpooledTemporaryFile)")
+        src.seek(0, io.SEEK_END)
+        size = src.tell()
+        src.seek(0)  # an upload's file object is usually left at its end by whoever wrote it
+        if size == 0:
+            raise AudioError(f"{label} is empty (0 bytes): send a wav, flac or ogg file")
+        handle = src
+    else:
+        raise TypeError(f"cannot read audio from a {type(src).__name__}: pass bytes, a path or a binary file object")
+    try:
+        f = sf.SoundFile(handle)
+    except Exception as exc:
+        raise _undecodable(label, exc) from None
+    with f:
+        yield f
+
+
+def _seconds_error(label: str, seconds: float, max_seconds: float) -> AudioError:
+    return AudioError(f"{label} is {seconds:.1f} s long, over the {max_seconds:.0f} s limit: "
+                      "split it into shorter clips")
+
+
+def _budget_error(label: str, frames: int, info: AudioInfo, limits: AudioLimits, at_least: bool = False) -> AudioError:
+    more = "more than " if at_least else ""
+    return AudioError(f"{label} decodes to {more}{frames * info.channels:,} samples ({frames:,} frames x "
+                      f"{info.channels} channels at {info.sample_rate:,} Hz), over the budget of "
+                      f"{limits.max_samples:,}: downmix it to mono or resample it to 16 kHz")
+
+
+def _check(info: AudioInfo, limits: AudioLimits, max_seconds: float | None, label: str) -> None:
+    if not limits.min_sample_rate <= info.sample_rate <= limits.max_sample_rate:
+        raise AudioError(f"{label} has a sample rate of {info.sample_rate:,} Hz, outside the supported "
+                         f"{limits.min_sample_rate:,}-{limits.max_sample_rate:,} Hz: resample it to 16 kHz")
+    if info.channels > limits.max_channels:
+        raise AudioError(f"{label} has {info.channels} channels, over the limit of {limits.max_channels}: "
+                         "downmix it to mono")
+    if info.frames <= 0:
+        raise AudioError(f"{label} has no audio samples: send a non-empty recording")
+    if max_seconds is not None and info.seconds > max_seconds:
+        raise _seconds_error(label, info.seconds, max_seconds)
+    if info.frames * info.channels > limits.max_samples:
+        raise _budget_error(label, info.frames, info, limits)
+
+
+def _info(f: sf.SoundFile) -> AudioInfo:
+    return AudioInfo(sample_rate=int(f.samplerate), channels=int(f.channels), frames=int(f.frames),
+                     seconds=f.frames / f.samplerate if f.samplerate > 0 else 0.0,
+                     format=str(f.format), subtype=str(f.subtype))
+
+
+def probe_audio(
+    src: AudioSource,
+    *,
+    limits: AudioLimits = AudioLimits(),
+    max_seconds: float | None = None,
+    name: str | None = None,
+) -> AudioInfo:
+    """Read ``src``'s header only and check it against ``limits`` and ``max_seconds``.
+
+    Raises AudioError for a missing or empty file, an unknown format, a sample rate outside the
+    limits, too many channels, no frames, a clip longer than ``max_seconds``, or more than
+    ``limits.max_samples`` samples to decode. A file object is left rewound to 0.
+    """
+    label = _label(src, name)
+    with _open(src, label) as f:
+        info = _info(f)
+    if not isinstance(src, (str, Path, bytes, bytearray)):
+        src.seek(0)
+    _check(info, limits, max_seconds, label)
+    return info
+
+
+def _decode(f: sf.SoundFile, info: AudioInfo, sample_rate: int, limits: AudioLimits, max_seconds: float | None,
+            label: str, divisor: float | None) -> tuple[np.ndarray, float]:
+    """One pass over ``f``: blocks -> mono (/ divisor) -> 16 kHz; returns (samples, peak of the mono input)."""
+    block = np.empty((min(info.frames, max(1, info.sample_rate)), info.channels), dtype=np.float32)
+    stream = None
+    if info.sample_rate != sample_rate:
+        stream = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    # the header's frame count sizes the output once; a header that lies low only costs regrowth
+    out = np.empty(int(np.ceil(info.frames * sample_rate / info.sample_rate)) + 16, dtype=np.float32)
+    filled = 0
+    decoded = 0
+    peak = 0.0
+
+    def put(y: np.ndarray) -> None:
+        nonlocal out, filled
+        if filled + y.size > out.size:
+            grown = np.empty(max(2 * out.size, filled + y.size), dtype=np.float32)
+            grown[:filled] = out[:filled]
+            out = grown
+        out[filled: filled + y.size] = y
+        filled += y.size
+
+    while True:
+        got = f.read(dtype="float32", always_2d=True, out=block)
+        if len(got) == 0:
+            break
+        decoded += len(got)
+        # the header was checked, but a lying one must not get past the budget either
+        if decoded * info.channels > limits.max_samples:
+            raise _budget_error(label, decoded, info, limits, at_least=True)
+        if max_seconds is not None and decoded / info.sample_rate > max_seconds:
+            raise _seconds_error(label, decoded / info.sample_rate, max_seconds)
+        if info.channels == 1:
+            mono = got[:, 0]
+        else:
+            # a float64 mean cannot overflow, whatever finite float32 samples the channels hold
+            mono = got.mean(axis=1, dtype=np.float64).astype(np.float32)
+        if not np.isfinite(mono).all():
+            raise AudioError(f"{label} contains NaN or infinite samples: re-encode the audio")
+        peak = max(peak, float(np.abs(mono).max()))
+        if divisor is not None:
+            mono = mono / np.float32(divisor)
+        put(mono if stream is None else stream.resample_chunk(np.ascontiguousarray(mono)))
+    if decoded == 0:
+        raise AudioError(f"{label} has no audio samples: send a non-empty recording")
+    if stream is not None:
+        put(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    if filled == 0:  # a clip of a few samples downsampled to less than one sample: keep one
+        put(np.zeros(1, dtype=np.float32))
+    return (out[:filled] if out.size - filled < 4096 else out[:filled].copy()), peak
 
 
 def load_audio(
-    src: bytes | bytearray | str | Path | np.ndarray,
+    src: AudioSource | np.ndarray,
     *,
     sample_rate: int = SAMPLE_RATE,
     max_seconds: float | None = None,
     name: str | None = None,
+    limits: AudioLimits | None = None,
 ) -> np.ndarray:
-    """Decode ``src`` (encoded bytes, a file path, or an already-decoded 16 kHz array) to (S,) float32 mono.
+    """Decode ``src`` to (S,) float32 mono at ``sample_rate``.
 
-    Raises AudioError for a missing file, undecodable data, no samples, NaN/inf, or a clip
-    longer than ``max_seconds``.
+    ``src``: encoded bytes, a file path, a seekable binary file object (rewound to 0 first), or an
+    already-decoded (S,) array at ``sample_rate`` (checked and peak-normalised, never resampled).
+    Encoded audio's header is checked first, as ``probe_audio`` checks it (``limits`` defaults to
+    ``AudioLimits()``), then it is decoded in blocks of about a second.
+
+    Raises AudioError for a missing, empty or undecodable file, a header outside ``limits``, no
+    samples, NaN/inf samples, or a clip longer than ``max_seconds``.
     """
-    label = name or (str(src) if isinstance(src, (str, Path)) else "audio data")
+    label = _label(src, name)
     if isinstance(src, np.ndarray):
-        data, sr = src.astype(np.float32, copy=False), sample_rate
-    else:
-        if isinstance(src, (str, Path)):
-            path = Path(src)
-            if not path.is_file():
-                raise AudioError(f"audio file not found: {path} (check the path)")
-            handle = str(path)
-        else:
-            if len(src) == 0:
-                raise AudioError(f"{label} is empty (0 bytes): send a wav, flac or ogg file")
-            handle = io.BytesIO(bytes(src))
+        return _check_array(src, sample_rate, max_seconds, label)
+    limits = limits or AudioLimits()
+    with _open(src, label) as f:
+        info = _info(f)
+        _check(info, limits, max_seconds, label)
         try:
-            info = sf.info(handle)
-            if max_seconds is not None and info.duration > max_seconds:  # refuse before decoding it all
-                raise AudioError(f"{label} is {info.duration:.1f} s long, over the {max_seconds:.0f} s limit: "
-                                 "split it into shorter clips")
-            if not isinstance(handle, str):
-                handle.seek(0)
-            data, sr = sf.read(handle, dtype="float32", always_2d=True)
+            out, peak = _decode(f, info, sample_rate, limits, max_seconds, label, divisor=None)
+            if peak > 1.0:  # over-range float audio: redo the pass, normalised before resampling
+                del out
+                f.seek(0)
+                out, _ = _decode(f, info, sample_rate, limits, max_seconds, label, divisor=peak)
         except AudioError:
             raise
-        except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError
-            reason = getattr(exc, "error_string", None) or type(exc).__name__
-            raise AudioError(f"cannot decode {label} ({reason}): send a wav, flac or ogg file") from None
-        data = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+        except RuntimeError as exc:  # LibsndfileError: a header that is fine over data that is corrupt
+            raise _undecodable(label, exc) from None
+    return out
+
+
+def _check_array(src: np.ndarray, sample_rate: int, max_seconds: float | None, label: str) -> np.ndarray:
+    data = src.astype(np.float32, copy=False)
     if data.ndim != 1:
         raise AudioError(f"{label} must be mono (S,) samples, got shape {tuple(data.shape)}")
     if data.size == 0:
         raise AudioError(f"{label} has no audio samples: send a non-empty recording")
     if not np.isfinite(data).all():
         raise AudioError(f"{label} contains NaN or infinite samples: re-encode the audio")
-    seconds = data.size / sr
-    if max_seconds is not None and seconds > max_seconds:
-        raise AudioError(
-            f"{label} is {seconds:.1f} s long, over the {max_seconds:.0f} s limit: split it into shorter clips"
-        )
-    return resample(data, sr, sample_rate)
+    if max_seconds is not None and data.size / sample_rate > max_seconds:
+        raise _seconds_error(label, data.size / sample_rate, max_seconds)
+    peak = float(np.abs(data).max())
+    return data / np.float32(peak) if peak > 1.0 else data
 
 
 def _hz_to_mel(f):
@@ -125,7 +331,7 @@ class LogMel:
     """Whisper-style log-mel: log10 power mel, floored 8 (log10 units) below each clip's max, scaled.
 
     __call__(list of (S_i,) arrays) -> (features (B, n_mels, T_max) float32, lengths (B,) int64),
-    T_i = S_i // hop_length; padded frames are 0.
+    T_i = max(1, S_i // hop_length); padded frames are 0.
     """
 
     def __init__(self, settings: FeatureSettings | None = None):
@@ -140,8 +346,13 @@ class LogMel:
     def one(self, wav: np.ndarray | torch.Tensor) -> torch.Tensor:
         s = self.settings
         x = torch.as_tensor(wav, dtype=torch.float32)
+        n = x.numel()
+        if n < s.n_fft:
+            # stft's centring reflects n_fft // 2 samples at each end, which a very short clip does not
+            # have; zeros after the clip are the silence its frames would see in a recording that stopped
+            x = F.pad(x, (0, s.n_fft - n))
         spec = torch.stft(x, s.n_fft, s.hop_length, window=self.window, return_complex=True)
-        power = spec[:, : self.frames(x.numel())].abs() ** 2
+        power = spec[:, : self.frames(n)].abs() ** 2
         mel = torch.log10(torch.clamp(self.filters @ power, min=1e-10))
         mel = torch.maximum(mel, mel.max() - 8.0)
         return (mel + 4.0) / 4.0
@@ -153,11 +364,3 @@ class LogMel:
         for i, f in enumerate(feats):
             out[i, :, : f.shape[1]] = f
         return out, lengths
-
-
-def duration_seconds(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    return float(wav.shape[0]) / sample_rate
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)

@@ -97,6 +97,23 @@ def read_provenance(path: str | Path) -> dict:
     return read_json(p) if p.is_file() else {}
 
 
+def check_weight_files(path: str | Path) -> None:
+    """Every ``*.safetensors`` under the model dir must open (header and size agree); a truncated or
+    corrupt file raises ModelDirError naming it (relative to the dir, so no machine path leaks into
+    an API answer). Reads headers only."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    for file in sorted(path.rglob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # safetensors raises SafetensorError for truncation, bad headers, ...
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise ModelDirError(f"{file.relative_to(path)} is unreadable ({reason}): the file is truncated or "
+                                "corrupt; copy or export the model dir again") from None
+
+
 def family_class(name: str):
     module, _, attr = FAMILIES[name].partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -108,6 +125,7 @@ def load_model(path: str | Path | None = None, *, device: str = "cpu", dtype=Non
 
     path = Path(path) if path is not None else default_model_dir()
     spec = read_spec(path)
+    check_weight_files(path)
     model = family_class(spec["family"]).load(path, spec, dtype=dtype or torch.float32)
     model.source_dir = path
     return model.to(device).eval()

@@ -3,7 +3,8 @@
     slimspeech transcribe clip.wav                                    # the embedded demo model
     slimspeech transcribe --model DIR --task translate --target-lang fr a.wav b.flac
 
-Every file is decoded and checked before the model loads, so a bad file costs nothing.
+Every file is decoded and checked before the model loads, so a bad file costs nothing: it is one
+``error: ...`` line on stderr and exit code 2 (see speechllm.audio for what a file may be).
 """
 
 from __future__ import annotations

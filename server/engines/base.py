@@ -9,19 +9,19 @@
     await engine.stop()                           # refuse new work, finish what was accepted
 
 An ``EngineRequest`` is one clip within the model's audio window (the service splits longer
-audio first). ``submit`` never blocks: it raises ``ApiError`` 429 when the queue is full and
-503 when the engine is stopping. Nothing here imports torch: engines load it themselves.
+audio first). ``submit`` never blocks and never refuses for load: admission (server/admission.py)
+decided that before the upload was read; it raises ``ApiError`` 503 only once the engine is
+stopping. Nothing here imports torch: engines load it themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import numpy as np
 
@@ -117,8 +117,11 @@ class TextDeltas:
 class RequestHandle:
     """One submitted request: its result future, its delta stream and its cancel flag.
 
-    Engines fill it from the event loop thread (``_push_delta``, ``_finish``, ``_fail``); worker
-    threads go through ``loop.call_soon_threadsafe``. ``cancelled`` is read by worker threads.
+    Consumer side (the service): ``result()``, ``deltas()``, ``cancel()``. Producer side (engines),
+    on the event loop thread: ``emit(text)``, ``finish(result)``, ``fail(error)``, and
+    ``on_cancel(callback)`` to be told when the client goes away (every registered callback runs
+    once); worker threads go through ``loop.call_soon_threadsafe``. ``cancelled`` is read by
+    worker threads to stop decoding a row.
     """
 
     def __init__(self, request: EngineRequest):
@@ -130,7 +133,7 @@ class RequestHandle:
         self.cancelled = False
         self._future: asyncio.Future = self.loop.create_future()
         self._deltas: asyncio.Queue = asyncio.Queue()
-        self._on_cancel = None
+        self._cancel_callbacks: list[Callable[["RequestHandle"], None]] = []
 
     # ---- consumer side ----------------------------------------------------------------
     async def result(self) -> EngineResult:
@@ -148,25 +151,30 @@ class RequestHandle:
         if self.cancelled or self._future.done():
             return
         self.cancelled = True
-        if self._on_cancel is not None:
-            self._on_cancel(self)
-        self._fail(ApiError(499, "request cancelled: the client went away", code="cancelled"))
+        for callback in self._cancel_callbacks:
+            callback(self)
+        self.fail(ApiError(499, "request cancelled: the client went away", code="cancelled"))
 
     @property
     def done(self) -> bool:
         return self._future.done()
 
-    # ---- engine side (event loop thread) ------------------------------------------------
-    def _push_delta(self, text: str) -> None:
+    # ---- producer side (event loop thread) ----------------------------------------------
+    def on_cancel(self, callback: Callable[["RequestHandle"], None]) -> None:
+        """Call ``callback(handle)`` when the request is cancelled (queued: drop it; decoding: abort it)."""
+        self._cancel_callbacks.append(callback)
+
+    def emit(self, text: str) -> None:
+        """A streamed text delta."""
         if text and not self._future.done():
             self._deltas.put_nowait(text)
 
-    def _finish(self, result: EngineResult) -> None:
+    def finish(self, result: EngineResult) -> None:
         if not self._future.done():
             self._future.set_result(result)
             self._deltas.put_nowait(_END)
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
         if not self._future.done():
             self._future.set_exception(exc)
             self._future.exception()  # retrieved: no "never retrieved" warning when nobody waits
@@ -188,7 +196,7 @@ class Engine(ABC):
 
     @abstractmethod
     def submit(self, request: EngineRequest) -> RequestHandle:
-        """Queue one clip; raises ApiError 429 (queue full) or 503 (not ready / stopping)."""
+        """Queue one clip of a served model; raises ApiError 503 once stopping."""
 
     @abstractmethod
     def models(self) -> dict[str, ModelInfo]:
@@ -199,11 +207,13 @@ class Engine(ABC):
     def ready(self) -> bool:
         """Models loaded and warmed up, and not stopping."""
 
+    @property
+    def stopping(self) -> bool:
+        """Stop was called: no new request is taken, accepted ones finish."""
+        return False
+
     def queue_depth(self) -> int:
         return 0
-
-    def retry_after_seconds(self) -> int:
-        return 1
 
     def engine_stats(self) -> dict[str, dict[str, float]]:
         """Per model, the engine's own scheduler figures where it has them (vllm: running, waiting,
@@ -213,8 +223,3 @@ class Engine(ABC):
     def memory_stats(self) -> dict[str, float]:
         """Device memory, e.g. {"cuda_allocated_bytes": ..., "cuda_peak_bytes": ...}; {} on CPU."""
         return {}
-
-    def overloaded(self) -> ApiError:
-        wait = max(1, math.ceil(self.retry_after_seconds()))
-        return ApiError(429, f"the server queue is full ({self.queue_depth()} waiting): retry after {wait} s",
-                        code="queue_full", headers={"Retry-After": str(wait)})

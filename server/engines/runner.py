@@ -1,11 +1,11 @@
 """The torch model runner: one loaded model, one batch at a time, called from the engine's worker thread.
 
     runner = TorchRunner.load("pruned", Path("runs/export"), device="cpu", dtype="float32")
-    results = runner.run_batch(handles)     # one EngineResult per handle (None: it was cancelled)
+    results = runner.run_batch(handles)     # per handle: EngineResult, the Exception that failed it, or None (cancelled)
 
 A batch (requests of one model, tasks may differ) runs the encoder + projector once
-(``model.embed``: features (B, n_mels, T) -> left-padded decoder inputs (B, T, D)), then one
-batched greedy ``generate`` with KV cache. A streamer sees each step's (B,) tokens: it records
+(``encode_prompts``: one (T_i, D) prompt per clip; a clip that fails there fails alone), left-pads
+the prompts into (B, T, D) decoder inputs, then runs one batched greedy ``generate`` with KV cache. A streamer sees each step's (B,) tokens: it records
 time to first token and the chosen tokens' log-probabilities, turns streamed requests' tokens
 into text deltas for the event loop, and a stopping criterion drops cancelled requests.
 """
@@ -100,7 +100,7 @@ class _BatchStreamer(BaseStreamer):
                 self.logprob[i] += logprobs[i]
                 self.scored[i] += 1
             if handle.request.stream and (delta := self.texts[i].push([tok])):
-                handle.loop.call_soon_threadsafe(handle._push_delta, delta)
+                handle.loop.call_soon_threadsafe(handle.emit, delta)
 
     def end(self) -> None:
         pass
@@ -141,16 +141,25 @@ class TorchRunner:
         transcribe(self.model, [wav] * len(tasks), [self.model.prompts.resolve(t.name, t.target_lang) for t in tasks])
 
     @torch.inference_mode()
-    def run_batch(self, handles: list[RequestHandle]) -> list[EngineResult | None]:
-        """Encode and decode one batch; -> one result per handle, None for cancelled ones."""
+    def run_batch(self, handles: list[RequestHandle]) -> list[EngineResult | Exception | None]:
+        """Encode and decode one batch; -> per handle its result, the exception that failed it alone,
+        or None (cancelled)."""
         live = [h for h in handles if not h.cancelled]
-        out: dict[int, EngineResult] = {}
-        if live:
+        out: dict[int, EngineResult | Exception] = {}
+        t0 = time.perf_counter()
+        prompts = self.encode_prompts(live, to_cpu=False)
+        self._sync()
+        t1 = time.perf_counter()
+        ok = []
+        for h, p in zip(live, prompts):
+            if isinstance(p, Exception):
+                out[id(h)] = p
+            else:
+                ok.append((h, p))
+        if ok:
             model = self.model
-            t0 = time.perf_counter()
-            inputs = model.embed([h.request.task for h in live], [h.request.audio for h in live])
-            self._sync()
-            t1 = time.perf_counter()
+            live = [h for h, _ in ok]
+            inputs = model.assemble([p for _, p in ok])
             streamer = _BatchStreamer(self, live)
             hook = model.lm.register_forward_hook(streamer.capture)
             try:
@@ -165,11 +174,10 @@ class TorchRunner:
                     continue
                 text = decode(model, ids[i])
                 if h.request.stream and (tail := streamer.texts[i].tail(text)):
-                    h.loop.call_soon_threadsafe(h._push_delta, tail)  # held-back tail
+                    h.loop.call_soon_threadsafe(h.emit, tail)  # held-back tail
                 avg = streamer.logprob[i] / streamer.scored[i] if streamer.scored[i] else None
                 out[id(h)] = EngineResult(
-                    text=text, token_ids=list(ids[i]), avg_logprob=avg,
-                    prompt_tokens=int(inputs.prompt_lengths[i]) if inputs.prompt_lengths else 0,
+                    text=text, token_ids=list(ids[i]), avg_logprob=avg, prompt_tokens=int(inputs.prompt_lengths[i]),
                     queue_seconds=(h.dispatched_at or t0) - h.submitted_at, encoder_seconds=t1 - t0,
                     decode_seconds=t2 - t1,
                     time_to_first_token=None if h.first_token_at is None else h.first_token_at - h.submitted_at,
@@ -177,13 +185,27 @@ class TorchRunner:
         return [out.get(id(h)) for h in handles]
 
     @torch.inference_mode()
-    def encode_prompts(self, handles: list[RequestHandle]) -> list[torch.Tensor]:
-        """Encoder + projector of one batch; -> one (T_i, D) prompt embedding per handle, on the CPU
-        (the task prompt with the audio spliced in: what ``run_batch`` left-pads and decodes)."""
+    def encode_prompts(self, handles: list[RequestHandle], to_cpu: bool = True) -> list[torch.Tensor | Exception]:
+        """Encoder + projector of one batch; -> per handle its (T_i, D) prompt embedding (the task prompt
+        with the audio spliced in), or the exception its clip raised when encoded alone.
+
+        The batch runs at once; only when it fails does each clip run alone, so one clip that breaks
+        feature extraction or the encoder fails its own request and no other."""
+        if not handles:
+            return []
+        try:
+            prompts = self._embed(handles)
+        except Exception as exc:  # noqa: BLE001 - find the clip(s) at fault, one by one
+            if len(handles) == 1:
+                log.warning("model %r: clip %s failed to encode: %r", self.name, handles[0].request.request_id, exc)
+                return [exc]
+            return [p for h in handles for p in self.encode_prompts([h], to_cpu)]
+        return [p.cpu() for p in prompts] if to_cpu else prompts
+
+    def _embed(self, handles: list[RequestHandle]) -> list[torch.Tensor]:
         tasks = self.model.resolve_tasks([h.request.task for h in handles])
         prompts, _ = self.model.embed_prompts(tasks, [h.request.audio for h in handles])
-        self._sync()
-        return [p.cpu() for p in prompts]
+        return prompts
 
     def release_decoder_layers(self) -> None:
         """Free the decoder layers once another engine runs them; the embeddings stay (prompts need them)."""

@@ -1,8 +1,8 @@
 """Dynamic batching: which queued requests run together, and when (asyncio, no torch).
 
-    scheduler = BatchScheduler(execute, max_batch_size=8, max_wait_s=0.01, max_queue=256)
+    scheduler = BatchScheduler(execute, max_batch_size=8, max_wait_s=0.01)
     scheduler.start()
-    scheduler.submit(handle)          # ApiError 429 when max_queue requests already wait
+    scheduler.submit(handle)          # queued (admission bounded the load before the upload was read)
     await scheduler.stop()            # refuse new work, run everything queued, then return
 
 Policy: requests of all models wait in one FIFO queue. The oldest request picks the model of
@@ -10,7 +10,8 @@ the next batch; that batch takes the queue's requests of the same model, oldest 
 ``max_batch_size`` (tasks may differ: prompts are per sample). It leaves as soon as it is full,
 or when its oldest request has waited ``max_wait_s``; while a batch runs, new requests queue,
 so under load batches leave full without waiting. ``execute(model, batch)`` runs one batch
-and resolves its handles; batches run one at a time (one device).
+and resolves its handles (engines fail a single item alone: see runner.encode_prompts); a batch
+that raises is failed as a whole. Batches run one at a time (one device).
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Awaitable, Callable
 
-from ..errors import ApiError, as_api_error
-from ..settings import Settings
-from .base import Engine, EngineRequest, ModelInfo, RequestHandle
+from ..admission import shutting_down
+from ..errors import as_api_error
+from .base import RequestHandle
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +32,10 @@ Execute = Callable[[str, list[RequestHandle]], Awaitable[None]]
 
 
 class BatchScheduler:
-    def __init__(self, execute: Execute, *, max_batch_size: int, max_wait_s: float, max_queue: int,
-                 overloaded: Callable[[], ApiError] | None = None):
+    def __init__(self, execute: Execute, *, max_batch_size: int, max_wait_s: float):
         self._execute = execute
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
-        self.max_queue = max_queue
-        self._overloaded = overloaded or (lambda: ApiError(429, "the server queue is full: retry later",
-                                                           code="queue_full", headers={"Retry-After": "1"}))
         self._pending: deque[RequestHandle] = deque()
         self._running: list[RequestHandle] = []
         self._wakeup = asyncio.Event()
@@ -54,10 +49,8 @@ class BatchScheduler:
 
     def submit(self, handle: RequestHandle) -> None:
         if self._stopping:
-            raise ApiError(503, "the server is shutting down: retry on another replica", code="shutting_down")
-        if len(self._pending) >= self.max_queue:
-            raise self._overloaded()
-        handle._on_cancel = self._discard
+            raise shutting_down()
+        handle.on_cancel(self._discard)
         self._pending.append(handle)
         self._wakeup.set()
 
@@ -126,53 +119,6 @@ class BatchScheduler:
             except Exception as exc:  # a bug or a device error: fail this batch, keep serving
                 err = as_api_error(exc)
                 for h in batch:
-                    h._fail(err)
+                    h.fail(err)
             finally:
                 self._running = []
-
-
-class BatchedEngine(Engine):
-    """What the torch and vllm engines share: requests queue in a BatchScheduler whose batches run
-    ``execute(model, batch)``, model work runs in one worker thread, and ``self._runners`` holds one
-    loaded runner (with ``.info`` and ``.memory_stats()``) per served model once it is ready."""
-
-    def __init__(self, settings: Settings, model_dirs: dict[str, Path], execute: Execute, thread_name: str):
-        self.settings = settings
-        self.model_dirs = dict(model_dirs)
-        self._runners: dict = {}
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
-        self._scheduler = BatchScheduler(execute, max_batch_size=settings.max_batch_size,
-                                         max_wait_s=settings.max_wait_ms / 1000.0, max_queue=settings.max_queue,
-                                         overloaded=self.overloaded)
-        self._ready = False
-        self._stopping = False
-
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
-    def models(self) -> dict[str, ModelInfo]:
-        return {name: r.info for name, r in self._runners.items()}
-
-    def submit(self, request: EngineRequest) -> RequestHandle:
-        if self._stopping:
-            raise ApiError(503, "the server is shutting down: retry on another replica", code="shutting_down")
-        if not self._ready:
-            raise ApiError(503, "models are still loading: retry when /ready answers 200", code="not_ready")
-        if request.model not in self._runners:
-            raise ApiError(404, f"model {request.model!r} is not served here", param="model", code="model_not_found")
-        if self.queue_depth() >= self.settings.max_queue:
-            raise self.overloaded()
-        handle = RequestHandle(request)
-        self._scheduler.submit(handle)
-        return handle
-
-    def queue_depth(self) -> int:
-        return self._scheduler.depth()
-
-    def memory_stats(self) -> dict[str, float]:
-        stats: dict[str, float] = {}
-        for runner in self._runners.values():  # one process-wide CUDA allocator: the max, not the sum
-            for key, value in runner.memory_stats().items():
-                stats[key] = max(stats.get(key, 0.0), value)
-        return stats

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import os
 import tempfile
 import time
@@ -35,7 +34,7 @@ from speechllm.errors import SlimError
 from ..errors import as_api_error
 from ..settings import Settings
 from .base import EngineRequest, EngineResult, RequestHandle, TextDeltas
-from .scheduler import BatchedEngine
+from .batched import BatchedEngine
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +113,6 @@ class VllmEngine(BatchedEngine):
         self._figures: dict[str, dict[str, float]] = {}
         self._decoding: set[asyncio.Task] = set()
         self._scratch = tempfile.TemporaryDirectory(prefix="slimspeech-vllm-")
-        self._decode_seconds = 0.0  # moving average, for Retry-After
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -123,8 +121,6 @@ class VllmEngine(BatchedEngine):
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from .runner import TorchRunner
-
         loop = asyncio.get_running_loop()
         if self.settings.threads:
             import torch
@@ -132,8 +128,7 @@ class VllmEngine(BatchedEngine):
             torch.set_num_threads(self.settings.threads)
         on_gpu = current_platform.device_type != "cpu"
         for name, path in self.model_dirs.items():
-            runner = await loop.run_in_executor(self._executor, TorchRunner.load, name, path,
-                                                self.settings.device, self.settings.dtype)
+            runner = await self._load_runner(name, path)
             scratch = Path(self._scratch.name) / name
             decoder_dir = await loop.run_in_executor(self._executor, runner.model.text_decoder_dir, path, scratch)
             await loop.run_in_executor(self._executor, runner.release_decoder_layers)
@@ -196,10 +191,13 @@ class VllmEngine(BatchedEngine):
         for h, prompt in zip(live, prompts):
             if h.done:  # cancelled while encoding
                 continue
+            if isinstance(prompt, Exception):  # this clip failed alone (runner.encode_prompts)
+                h.fail(as_api_error(prompt))
+                continue
             task = asyncio.create_task(self._decode(model, h, prompt, t0, t1, len(live)))
             self._decoding.add(task)
             task.add_done_callback(self._decoding.discard)
-            h._on_cancel = lambda _h, task=task: task.cancel()
+            h.on_cancel(lambda _h, task=task: task.cancel())
 
     async def _decode(self, model: str, h: RequestHandle, prompt, t0: float, t1: float, batch: int) -> None:
         from speechllm.generate import decode
@@ -227,21 +225,20 @@ class VllmEngine(BatchedEngine):
                         logprob += entry[tok].logprob
                         scored += 1
                 if h.request.stream:
-                    h._push_delta(texts.push(new))
+                    h.emit(texts.push(new))
                 else:
                     texts.ids.extend(new)
         except asyncio.CancelledError:
             return  # the handle was cancelled (its 499 is set); leaving generate() aborts the vLLM request
         except Exception as exc:  # noqa: BLE001 - a vLLM error fails this request, the server keeps serving
             log.exception("model %r: decoding failed", model)
-            h._fail(as_api_error(exc))
+            h.fail(as_api_error(exc))
             return
         t2 = time.perf_counter()
-        self._decode_seconds = (t2 - t1) if not self._decode_seconds else 0.8 * self._decode_seconds + 0.2 * (t2 - t1)
         text = decode(runner.model, texts.ids)
         if h.request.stream:
-            h._push_delta(texts.tail(text))
-        h._finish(EngineResult(
+            h.emit(texts.tail(text))
+        h.finish(EngineResult(
             text=text, token_ids=list(texts.ids), avg_logprob=logprob / scored if scored else None,
             prompt_tokens=int(prompt.shape[0]), queue_seconds=(h.dispatched_at or t0) - h.submitted_at,
             encoder_seconds=t1 - t0, decode_seconds=t2 - t1,
@@ -251,9 +248,6 @@ class VllmEngine(BatchedEngine):
     # ---- introspection ------------------------------------------------------------------
     def queue_depth(self) -> int:
         return super().queue_depth() + int(sum(f.get("waiting", 0) for f in self._figures.values()))
-
-    def retry_after_seconds(self) -> int:
-        return max(1, math.ceil(self._decode_seconds or 1.0))
 
     def engine_stats(self) -> dict[str, dict[str, float]]:
         return {name: dict(f) for name, f in self._figures.items()}

@@ -5,18 +5,27 @@
          http://127.0.0.1:8000/v1/audio/translations
     curl -N -F file=@clip.wav -F model=pruned -F stream=true http://127.0.0.1:8000/v1/audio/transcriptions
 
-Fields: file, model (a served name, never a path; default the first model), language (the
-spoken language; must be the model's), prompt (accepted, unused: the task prompt comes from
-the model dir), response_format json|text|verbose_json|srt|vtt, temperature (0-1; decoding is
-always greedy), timestamp_granularities[] (segment), stream (SSE, json or text formats),
-stream_include_usage (vLLM's field: when sent, the stream takes vLLM's chunk shape and ends
-with ``[DONE]``, for vLLM's benchmark client), and for translations target_language (default:
-the model's first language).
+Fields, and what each does here:
+- file: the audio (wav, flac, ogg; limits in the README); model: a served name, never a path
+  (default: the first served model);
+- language: the spoken language; must be the model's;
+- response_format json|text|verbose_json|srt|vtt; stream (SSE, json or text formats);
+  stream_include_usage (vLLM's field: the stream takes vLLM's chunk shape and ends with ``[DONE]``);
+- chunking_strategy: ``auto`` or a JSON object ``{"type": "server_vad", "threshold": 0.5,
+  "silence_duration_ms": 300, "prefix_padding_ms": 150}``: cut the audio into speech pieces with
+  the voice-activity detector even when it fits the model's window (longer audio always is);
+- translations: target_language, or vLLM's name for it, to_language (default: the model's
+  first target language);
+- accepted and without effect: prompt (the task prompt comes from the model dir), temperature
+  (0-1; decoding is always greedy), timestamp_granularities[]=segment;
+- refused with a 400 naming them: timestamp_granularities[]=word, include[] (no per-token
+  log-probabilities), target_language / to_language on /transcriptions (use /translations).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -24,7 +33,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from ..errors import CLIENT_CLOSED, ApiError, as_api_error
 from ..formats import STREAM_FORMATS, VllmChunks, render, sse
-from ..service import Job, SpeechService
+from ..schemas import AUDIO_RESPONSES
+from ..service import Chunking, Job, SpeechService
 
 router = APIRouter(prefix="/v1/audio", tags=["audio"])
 
@@ -33,10 +43,14 @@ _DESCRIPTIONS = {
     "file": "audio file (wav, flac, ogg)",
     "model": "served model name (GET /v1/models)",
     "stream_include_usage": "vLLM's field: stream vLLM's chunk shape (ends with [DONE]); true adds a usage chunk",
+    "chunking_strategy": 'auto, or {"type": "server_vad", "threshold", "silence_duration_ms", "prefix_padding_ms"}: '
+                         "cut at pauses found by voice activity detection (always done for audio longer than the "
+                         "model's window)",
+    "include": "not supported (no per-token log-probabilities): a 400",
 }
 
 
-def _check_fields(response_format: str, granularities: list[str], stream: bool) -> None:
+def _check_fields(response_format: str, granularities: list[str], stream: bool, include: list[str]) -> None:
     for g in granularities:
         if g == "word":
             raise ApiError(400, "word timestamps are not available: use timestamp_granularities[]=segment",
@@ -44,17 +58,44 @@ def _check_fields(response_format: str, granularities: list[str], stream: bool) 
         if g != "segment":
             raise ApiError(400, f"timestamp granularity {g[:20]!r}: use segment",
                            param="timestamp_granularities", code="invalid_value")
+    if include:
+        raise ApiError(400, f"include[]={include[0][:20]!r} is not supported: this server returns no per-token "
+                            "log-probabilities (verbose_json has each segment's avg_logprob)",
+                       param="include", code="unsupported_value")
     if stream and response_format not in STREAM_FORMATS:
         raise ApiError(400, f"stream=true answers server-sent text events: use response_format json or text, "
                             f"not {response_format}", param="stream", code="invalid_value")
 
 
-async def _read_upload(file: UploadFile, limit: int) -> bytes:
-    data = await file.read()
-    if len(data) > limit:
-        raise ApiError(413, f"upload too large: the limit is {limit / 2**20:g} MiB (max_upload_mb): "
-                            "send a shorter or compressed (flac, ogg) file", param="file", code="file_too_large")
-    return data
+def parse_chunking(value: str | None) -> Chunking | None:
+    """``chunking_strategy``: absent -> None; ``auto`` -> defaults; a server_vad JSON object -> its settings."""
+    if value is None or value == "":
+        return None
+    if value.strip() == "auto":
+        return Chunking()
+    try:
+        spec = json.loads(value)
+    except json.JSONDecodeError:
+        spec = None
+    if not isinstance(spec, dict) or spec.get("type") != "server_vad":
+        raise ApiError(400, 'chunking_strategy must be "auto" or a JSON object {"type": "server_vad", ...}',
+                       param="chunking_strategy", code="invalid_value")
+    fields = {"threshold": (float, 0.0, 1.0), "silence_duration_ms": (int, 0, 10_000),
+              "prefix_padding_ms": (int, 0, 10_000)}
+    values = {}
+    for key, value in spec.items():
+        if key == "type":
+            continue
+        if key not in fields:
+            raise ApiError(400, f"chunking_strategy: unknown field {key[:40]!r} (known: {', '.join(fields)})",
+                           param="chunking_strategy", code="invalid_value")
+        kind, lo, hi = fields[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise ApiError(400, f"chunking_strategy.{key} must be a number in [{lo}, {hi}]",
+                           param="chunking_strategy", code="invalid_value")
+        values[key] = kind(value)
+    return Chunking(threshold=values.get("threshold"), silence_ms=values.get("silence_duration_ms"),
+                    padding_ms=values.get("prefix_padding_ms"))
 
 
 async def _disconnected(request: Request) -> None:
@@ -75,14 +116,21 @@ async def _sse_body(service: SpeechService, job: Job, vllm: VllmChunks | None):
 
 async def _run(request: Request, task: str, *, file: UploadFile, model: str | None, language: str | None,
                target_language: str | None, response_format: str, granularities: list[str], stream: bool,
-               include_usage: bool | None = None):
+               include_usage: bool | None, chunking_strategy: str | None, include: list[str]):
     service: SpeechService = request.app.state.service
-    job = Job()
+    # admitted (a slot held) by AdmissionMiddleware before the body was read
+    job = Job(ticket=getattr(request.state, "ticket", None))
     try:
-        _check_fields(response_format, granularities, stream)
-        data = await _read_upload(file, service.settings.max_upload_bytes)
-        await service.prepare(job, model=model or None, task=task, data=data, target_language=target_language or None,
-                              language=language or None, filename=file.filename)
+        _check_fields(response_format, granularities, stream, include)
+        chunking = parse_chunking(chunking_strategy)
+        limit = service.settings.max_upload_bytes
+        if file.size is not None and file.size > limit:
+            raise ApiError(413, f"upload too large: the limit is {limit / 2**20:g} MiB (max_upload_mb): "
+                                "send a shorter or compressed (flac, ogg) file", param="file", code="file_too_large")
+        # the upload's spooled file (on disk past 1 MB) is decoded in place, never copied into memory
+        await service.prepare(job, model=model or None, task=task, upload=file.file,
+                              target_language=target_language or None, language=language or None,
+                              filename=file.filename, chunking=chunking)
         service.submit(job, stream=stream)
     except Exception as exc:
         err = as_api_error(exc)
@@ -122,39 +170,58 @@ async def _run(request: Request, task: str, *, file: UploadFile, model: str | No
     return render(transcript, response_format)
 
 
-@router.post("/transcriptions", summary="Transcribe audio into text in its language")
+def _no_target_on_transcriptions(target_language: str | None, to_language: str | None) -> None:
+    if target_language or to_language:
+        param = "target_language" if target_language else "to_language"
+        raise ApiError(400, f"{param}: /v1/audio/transcriptions writes the spoken language; "
+                            "for a translation POST to /v1/audio/translations", param=param, code="invalid_value")
+
+
+@router.post("/transcriptions", summary="Transcribe audio into text in its language", responses=AUDIO_RESPONSES)
 async def transcriptions(
     request: Request,
     file: UploadFile = File(..., description=_DESCRIPTIONS["file"]),
     model: str | None = Form(None, description=_DESCRIPTIONS["model"], max_length=200),
     language: str | None = Form(None, max_length=20),
-    prompt: str | None = Form(None, max_length=4096),
+    prompt: str | None = Form(None, max_length=4096, description="accepted, unused"),
     response_format: ResponseFormat = Form("json"),
-    temperature: float = Form(0.0, ge=0.0, le=1.0),
+    temperature: float = Form(0.0, ge=0.0, le=1.0, description="accepted; decoding is greedy"),
     timestamp_granularities: list[str] = Form([], alias="timestamp_granularities[]"),
     stream: bool = Form(False),
     stream_include_usage: bool | None = Form(None, description=_DESCRIPTIONS["stream_include_usage"]),
+    chunking_strategy: str | None = Form(None, max_length=500, description=_DESCRIPTIONS["chunking_strategy"]),
+    include: list[str] = Form([], alias="include[]", description=_DESCRIPTIONS["include"]),
+    target_language: str | None = Form(None, max_length=20, description="refused here: use /translations"),
+    to_language: str | None = Form(None, max_length=20, description="refused here: use /translations"),
 ):
+    _no_target_on_transcriptions(target_language, to_language)
     return await _run(request, "transcribe", file=file, model=model, language=language, target_language=None,
                       response_format=response_format, granularities=timestamp_granularities, stream=stream,
-                      include_usage=stream_include_usage)
+                      include_usage=stream_include_usage, chunking_strategy=chunking_strategy, include=include)
 
 
-@router.post("/translations", summary="Translate speech into the target language")
+@router.post("/translations", summary="Translate speech into the target language", responses=AUDIO_RESPONSES)
 async def translations(
     request: Request,
     file: UploadFile = File(..., description=_DESCRIPTIONS["file"]),
     model: str | None = Form(None, description=_DESCRIPTIONS["model"], max_length=200),
     target_language: str | None = Form(None, max_length=20,
                                        description="language code of the translation (default: the model's first)"),
+    to_language: str | None = Form(None, max_length=20, description="vLLM's name for target_language"),
     language: str | None = Form(None, max_length=20),
-    prompt: str | None = Form(None, max_length=4096),
+    prompt: str | None = Form(None, max_length=4096, description="accepted, unused"),
     response_format: ResponseFormat = Form("json"),
-    temperature: float = Form(0.0, ge=0.0, le=1.0),
+    temperature: float = Form(0.0, ge=0.0, le=1.0, description="accepted; decoding is greedy"),
     timestamp_granularities: list[str] = Form([], alias="timestamp_granularities[]"),
     stream: bool = Form(False),
     stream_include_usage: bool | None = Form(None, description=_DESCRIPTIONS["stream_include_usage"]),
+    chunking_strategy: str | None = Form(None, max_length=500, description=_DESCRIPTIONS["chunking_strategy"]),
+    include: list[str] = Form([], alias="include[]", description=_DESCRIPTIONS["include"]),
 ):
+    if target_language and to_language and target_language != to_language:
+        raise ApiError(400, f"target_language {target_language!r} and to_language {to_language!r} disagree: "
+                            "send one of them", param="to_language", code="invalid_value")
     return await _run(request, "translate", file=file, model=model, language=language,
-                      target_language=target_language, response_format=response_format,
-                      granularities=timestamp_granularities, stream=stream, include_usage=stream_include_usage)
+                      target_language=target_language or to_language, response_format=response_format,
+                      granularities=timestamp_granularities, stream=stream, include_usage=stream_include_usage,
+                      chunking_strategy=chunking_strategy, include=include)

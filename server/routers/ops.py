@@ -3,34 +3,32 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
-from ..errors import ApiError
+from ..admission import load_failed
 from ..metrics import CONTENT_TYPE
+from ..schemas import Health, Ready, errors
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=Health, responses=errors(503))
 async def health(request: Request) -> dict:
-    error = getattr(request.app.state, "load_error", None)
+    error = request.app.state.service.load_error
     if error:
-        raise ApiError(503, f"model loading failed: {error}", code="load_failed")
+        raise load_failed(error)
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", response_model=Ready, responses=errors(503))
 async def ready(request: Request) -> dict:
-    engine = request.app.state.engine
-    error = getattr(request.app.state, "load_error", None)
-    if error:
-        raise ApiError(503, f"model loading failed: {error}", code="load_failed")
-    if not engine.ready:
-        raise ApiError(503, "not ready: models are loading or the server is stopping", code="not_ready",
-                       headers={"Retry-After": "1"})
-    return {"status": "ready", "engine": engine.name, "models": list(engine.models())}
+    service = request.app.state.service
+    service.admission.check()
+    return {"status": "ready", "engine": service.engine.name, "models": list(service.engine.models())}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}})
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

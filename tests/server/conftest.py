@@ -1,4 +1,5 @@
-"""Server fixtures: a tiny pruned + base model pair, and the real app served in-process.
+"""Server fixtures: a tiny pruned + base model pair, the real app served in-process, and
+``ServerProcess``: ``slimspeech serve`` (uvicorn) in a child process on 127.0.0.1.
 
 ``InProcessServer`` runs the app (lifespan included) on an event loop in a background thread
 (an anyio blocking portal); tests drive it over HTTP through httpx / the real ``openai``
@@ -7,7 +8,13 @@ client on an ASGI transport, and call ``server.run(coro_fn, *args)`` to await on
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import anyio.from_thread
 import httpx
@@ -16,9 +23,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 from openai import AsyncOpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.main import create_app
 from server.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -114,7 +124,7 @@ class InProcessServer:
     def wait_ready(self, timeout: float = 300.0) -> None:  # vLLM engines take a minute to start here
         deadline = time.monotonic() + timeout
         while (ready := self.get("/ready")).status_code != 200:
-            if '"load_failed"' in ready.text:  # no use waiting: the root cause is in the captured output
+            if 'load_failed"' in ready.text:  # no use waiting: the root cause is in the captured output
                 raise RuntimeError(f"server failed to load: {ready.text}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server not ready: {ready.text}")
@@ -142,6 +152,60 @@ class InProcessServer:
         self.portal.call(self._http2.aclose)
         self.portal.call(self._lifespan.__aexit__, None, None, None)
         self._portal_cm.__exit__(None, None, None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, model_pair, *extra: str):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "speechllm.cli", "serve", "--port", str(self.port), "--threads", "1",
+                "--log-level", "warning", *extra]
+        for name, path in model_pair.items():
+            args += ["--model", f"{name}={path}"]
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 180
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.output()}")
+            try:
+                ready = httpx.get(f"{self.url}/ready", timeout=2)
+                if ready.status_code == 200:
+                    break
+                if 'load_failed"' in ready.text:
+                    raise RuntimeError(f"server failed to load: {self.output()[-4000:]}")
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server did not become ready: {self.output()[-4000:]}")
+            time.sleep(0.2)
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def metrics(self) -> dict:
+        text = httpx.get(f"{self.url}/metrics").text
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    def status_count(self, model: str, status: str) -> float:
+        fam = self.metrics()["slimspeech_requests"]
+        return sum(s.value for s in fam.samples if s.name.endswith("_total") and s.labels["model"] == model
+                   and s.labels["status"] == status)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 @pytest.fixture(scope="module")

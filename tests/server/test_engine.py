@@ -1,4 +1,4 @@
-"""The torch engine without HTTP: batching, equality with one-by-one decoding, cancel, queue bound, drain."""
+"""The torch engine without HTTP: batching, equality with one-by-one decoding, per-clip failures, cancel, drain."""
 
 from __future__ import annotations
 
@@ -96,24 +96,38 @@ def test_cancel_queued_and_running(model_pair, noise_wavs):
     assert ok.text
 
 
-def test_full_queue_answers_429_with_retry_after(model_pair, noise_wavs):
-    async def run():
-        engine = _engine(model_pair, max_batch_size=1, max_wait_ms=0, max_queue=2)
-        await engine.start()
-        gate = _block(engine)
-        handles = [engine.submit(EngineRequest("pruned", Task(), noise_wavs[0]))]
-        await asyncio.sleep(0.05)  # the first is dispatched, the next two fill the queue
-        handles += [engine.submit(EngineRequest("pruned", Task(), noise_wavs[0])) for _ in range(2)]
-        with pytest.raises(ApiError) as full:
-            engine.submit(EngineRequest("pruned", Task(), noise_wavs[0]))
-        gate.set()
-        texts = [(await h.result()).text for h in handles]
-        await engine.stop()
-        return full.value, texts
+def test_a_failing_clip_fails_alone(model_pair, speech_files, noise_wavs):
+    """One clip that breaks the encoder (longer than its window) is batched with good ones: it fails
+    alone, and every other request gets the text it gets alone."""
+    clips = _clips(speech_files, noise_wavs)
 
-    err, texts = asyncio.run(run())
-    assert err.status == 429 and int(err.headers["Retry-After"]) >= 1 and err.code == "queue_full"
-    assert len(set(texts)) == 1 and texts[0]
+    async def run():
+        engine = _engine(model_pair, max_batch_size=16, max_wait_ms=200)
+        await engine.start()
+        window = engine.models()["base"].max_audio_seconds
+        bad = np.zeros(int(3 * window * 16000), dtype=np.float32)
+        gate = _block(engine)  # all of them leave in one batch
+        handles = [engine.submit(EngineRequest("base", TASKS[i % 3], c, stream=True)) for i, c in enumerate(clips)]
+        handles.insert(2, engine.submit(EngineRequest("base", Task(), bad)))
+        await asyncio.sleep(0.05)
+        gate.set()
+        outcomes = []
+        for h in handles:
+            try:
+                outcomes.append(await h.result())
+            except ApiError as e:
+                outcomes.append(e)
+        ok = await engine.submit(EngineRequest("base", Task(), clips[0])).result()  # still serving
+        await engine.stop()
+        return outcomes, ok
+
+    outcomes, ok = asyncio.run(run())
+    bad = outcomes.pop(2)
+    assert isinstance(bad, ApiError) and bad.status == 500 and "ValueError" in bad.message
+    model = load_model(model_pair["base"])
+    assert [r.text for r in outcomes] == [transcribe(model, [c], [TASKS[i % 3]])[0] for i, c in enumerate(clips)]
+    assert max(r.batch_size for r in outcomes) == len(clips)  # the good ones still decoded together
+    assert ok.text == outcomes[0].text
 
 
 def test_stop_finishes_accepted_requests_then_refuses(model_pair, noise_wavs):

@@ -5,81 +5,20 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from speechllm.tasks import Task
 
-from .conftest import VLLM_TEST_SETTINGS, long_clip, wav_bytes
+from .conftest import VLLM_TEST_SETTINGS, ServerProcess, long_clip, wav_bytes
 from .test_api import Reference
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
-ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ["json", "text", "verbose_json", "srt", "vtt"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    def __init__(self, model_pair, *extra: str):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "speechllm.cli", "serve", "--port", str(self.port), "--threads", "1",
-                "--log-level", "warning", *extra]
-        for name, path in model_pair.items():
-            args += ["--model", f"{name}={path}"]
-        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 180
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.output()}")
-            try:
-                ready = httpx.get(f"{self.url}/ready", timeout=2)
-                if ready.status_code == 200:
-                    break
-                if '"load_failed"' in ready.text:
-                    raise RuntimeError(f"server failed to load: {self.output()[-4000:]}")
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server did not become ready: {self.output()[-4000:]}")
-            time.sleep(0.2)
-
-    def output(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text()
-
-    def metrics(self) -> dict:
-        text = httpx.get(f"{self.url}/metrics").text
-        return {f.name: f for f in text_string_to_metric_families(text)}
-
-    def status_count(self, model: str, status: str) -> float:
-        fam = self.metrics()["slimspeech_requests"]
-        return sum(s.value for s in fam.samples if s.name.endswith("_total") and s.labels["model"] == model
-                   and s.labels["status"] == status)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 @pytest.fixture(scope="module")

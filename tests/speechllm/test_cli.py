@@ -66,3 +66,23 @@ def test_bad_input_is_one_clear_line(case, tmp_path, tiny_slam_dir, speech_files
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], out.stderr
+
+
+def test_a_clip_shorter_than_a_feature_window_is_transcribed(tmp_path):
+    tiny = write_wav(tmp_path / "tiny.wav", (0.1 * np.random.default_rng(0).standard_normal(100)).astype(np.float32))
+    out = run("transcribe", tiny)  # the embedded demo model
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_an_absurd_sample_rate_is_one_error_line(tmp_path):
+    path = tmp_path / "fast.wav"
+    write_wav(path, np.zeros(100, dtype=np.float32))
+    data = bytearray(path.read_bytes())
+    data[24:28] = (999_983).to_bytes(4, "little")  # the fmt chunk's sample rate, then its bytes per second
+    data[28:32] = (999_983 * 2).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    out = run("transcribe", str(path))
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "999,983 Hz" in lines[0], out.stderr

@@ -1,0 +1,95 @@
+"""Storms against a real server process (``slimspeech serve``, torch engine): what the server's own
+memory does while many costly uploads arrive at once, measured from /proc, not the client's."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .conftest import ServerProcess, long_clip, wav_bytes
+
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+
+
+class ProcessRss:
+    """Samples another process's RSS every 5 ms; ``growth`` = the peak minus the RSS at entry."""
+
+    def __init__(self, pid: int):
+        self.path = f"/proc/{pid}/statm"
+
+    def now(self) -> int:
+        with open(self.path) as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        self.base = self.peak = self.now()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.now())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def _storm(url: str, audio: bytes, n: int) -> list[httpx.Response]:
+    def one(_):
+        return httpx.post(f"{url}/v1/audio/transcriptions", data={"model": "base"}, timeout=300,
+                          files={"file": ("clip.wav", audio, "audio/wav")})
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+@pytest.fixture(scope="module")
+def live(model_pair):
+    server = ServerProcess(model_pair, "--max-queue", "16", "--threads", "1")
+    yield server
+    server.stop()
+    server.log.close()
+
+
+def test_long_request_on_an_idle_server_with_a_small_queue(live, speech_files):
+    """--max-queue 16: a 10-minute file is one request (its ~100 chunks share one slot), never a 429."""
+    r = httpx.post(f"{live.url}/v1/audio/transcriptions", timeout=600, data={"model": "base"},
+                   files={"file": ("long.wav", wav_bytes(long_clip(speech_files, 600.0)), "audio/wav")})
+    assert r.status_code == 200, r.text[:500]
+    assert r.json()["text"]
+
+
+def test_a_storm_of_long_uploads_is_refused_before_decoding(live, speech_files):
+    audio = wav_bytes(long_clip(speech_files, 600.0))  # 10 minutes, 19 MB each
+    with ProcessRss(live.proc.pid) as rss:
+        responses = _storm(live.url, audio, 30)
+    statuses = [r.status_code for r in responses]
+    print(f"30 x 10 min: {statuses.count(200)} served, {statuses.count(429)} x 429, "
+          f"server RSS growth {rss.growth_mb:.0f} MB")
+    assert set(statuses) <= {200, 429} and statuses.count(200) >= 1 and statuses.count(429) >= 14
+    assert all(int(r.headers["retry-after"]) >= 1 for r in responses if r.status_code == 429)
+    assert rss.growth_mb < 300
+
+
+def test_a_storm_of_costly_headers_keeps_memory_flat(live):
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((599 * 96_000, 2), dtype=np.int16), 96_000, format="FLAC")  # 200 KB, 599 s
+    with ProcessRss(live.proc.pid) as rss:
+        responses = _storm(live.url, buf.getvalue(), 30)
+    print(f"30 x 96 kHz stereo 599 s FLAC: server RSS growth {rss.growth_mb:.0f} MB")
+    assert {r.status_code for r in responses} == {400}
+    assert rss.growth_mb < 1024
