@@ -48,7 +48,7 @@ class Chunking:
 
     threshold: float | None = None  # speech probability above which a 32 ms window is speech
     silence_ms: int | None = None  # pauses at least this long separate pieces
-    padding_ms: int | None = None  # context kept around each piece
+    padding_ms: int | None = None  # context kept before each piece (OpenAI's prefix_padding_ms)
 
 
 @dataclass
@@ -142,7 +142,7 @@ class SpeechService:
             return plan_chunks(audio, window_s, self.settings.chunk_overlap_seconds)
         options = {k: v for k, v in (("threshold", chunking.threshold),
                                      ("min_silence_s", chunking.silence_ms and chunking.silence_ms / 1000),
-                                     ("pad_s", chunking.padding_ms and chunking.padding_ms / 1000)) if v is not None}
+                                     ("pad_before_s", chunking.padding_ms and chunking.padding_ms / 1000)) if v is not None}
         return plan_speech_chunks(audio, probs, window_s, merge_seconds=self.settings.vad_merge_seconds,
                                   overlap_s=self.settings.chunk_overlap_seconds, params=VadParams(**options))
 

@@ -12,7 +12,7 @@ Fields, and what each does here:
 - response_format json|text|verbose_json|srt|vtt; stream (SSE, json or text formats);
   stream_include_usage (vLLM's field: the stream takes vLLM's chunk shape and ends with ``[DONE]``);
 - chunking_strategy: ``auto`` or a JSON object ``{"type": "server_vad", "threshold": 0.5,
-  "silence_duration_ms": 300, "prefix_padding_ms": 150}``: cut the audio into speech pieces with
+  "silence_duration_ms": 300, "prefix_padding_ms": 0}``: cut the audio into speech pieces with
   the voice-activity detector even when it fits the model's window (longer audio always is);
 - translations: target_language, or vLLM's name for it, to_language (default: the model's
   first target language);
