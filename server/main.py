@@ -100,13 +100,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def openapi_schema(app: FastAPI) -> dict:
-    """FastAPI's document, corrected to what the server sends: validation errors are 400s in the
-    error envelope (never FastAPI's 422 body)."""
+    """FastAPI's document, corrected to what the server sends and takes: validation errors are 400s in
+    the error envelope (never FastAPI's 422 body), and an optional form field is its type or absent
+    (a multipart form has no null: FastAPI's ``anyOf [type, null]`` would invite the string "null")."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        forms = set()
         for path in schema.get("paths", {}).values():
             for op in path.values():
                 op.get("responses", {}).pop("422", None)
+                body = op.get("requestBody", {}).get("content", {}).get("multipart/form-data", {})
+                if "$ref" in body.get("schema", {}):
+                    forms.add(body["schema"]["$ref"].rsplit("/", 1)[-1])
+        for name in forms:
+            for field in schema["components"]["schemas"][name].get("properties", {}).values():
+                kinds = field.get("anyOf", [])
+                if len(kinds) == 2 and {"type": "null"} in kinds:
+                    field.update(next(k for k in kinds if k != {"type": "null"}))
+                    del field["anyOf"]
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = schema

@@ -46,8 +46,13 @@ _DESCRIPTIONS = {
     "chunking_strategy": 'auto, or {"type": "server_vad", "threshold", "silence_duration_ms", "prefix_padding_ms"}: '
                          "cut at pauses found by voice activity detection (always done for audio longer than the "
                          "model's window)",
-    "include": "not supported (no per-token log-probabilities): a 400",
 }
+# OpenAI fields this server refuses with a 400 that names them: the document says so (only empty
+# values pass), so a client or a schema-driven fuzzer is not invited to send them
+_REFUSED = {"description": "refused on /transcriptions (use /translations): empty or absent",
+            "json_schema_extra": {"maxLength": 0}}
+_REFUSED_LIST = {"description": "OpenAI's include[]: not supported (no per-token log-probabilities)",
+                 "json_schema_extra": {"items": {"type": "string", "maxLength": 0}}}
 
 
 def _check_fields(response_format: str, granularities: list[str], stream: bool, include: list[str]) -> None:
@@ -58,8 +63,8 @@ def _check_fields(response_format: str, granularities: list[str], stream: bool, 
         if g != "segment":
             raise ApiError(400, f"timestamp granularity {g[:20]!r}: use segment",
                            param="timestamp_granularities", code="invalid_value")
-    if include:
-        raise ApiError(400, f"include[]={include[0][:20]!r} is not supported: this server returns no per-token "
+    if any(include):
+        raise ApiError(400, f"include[]={next(i for i in include if i)[:20]!r} is not supported: this server returns no per-token "
                             "log-probabilities (verbose_json has each segment's avg_logprob)",
                        param="include", code="unsupported_value")
     if stream and response_format not in STREAM_FORMATS:
@@ -190,9 +195,9 @@ async def transcriptions(
     stream: bool = Form(False),
     stream_include_usage: bool | None = Form(None, description=_DESCRIPTIONS["stream_include_usage"]),
     chunking_strategy: str | None = Form(None, max_length=500, description=_DESCRIPTIONS["chunking_strategy"]),
-    include: list[str] = Form([], alias="include[]", description=_DESCRIPTIONS["include"]),
-    target_language: str | None = Form(None, max_length=20, description="refused here: use /translations"),
-    to_language: str | None = Form(None, max_length=20, description="refused here: use /translations"),
+    include: list[str] = Form([], alias="include[]", **_REFUSED_LIST),
+    target_language: str | None = Form(None, **_REFUSED),
+    to_language: str | None = Form(None, **_REFUSED),
 ):
     _no_target_on_transcriptions(target_language, to_language)
     return await _run(request, "transcribe", file=file, model=model, language=language, target_language=None,
@@ -216,7 +221,7 @@ async def translations(
     stream: bool = Form(False),
     stream_include_usage: bool | None = Form(None, description=_DESCRIPTIONS["stream_include_usage"]),
     chunking_strategy: str | None = Form(None, max_length=500, description=_DESCRIPTIONS["chunking_strategy"]),
-    include: list[str] = Form([], alias="include[]", description=_DESCRIPTIONS["include"]),
+    include: list[str] = Form([], alias="include[]", **_REFUSED_LIST),
 ):
     if target_language and to_language and target_language != to_language:
         raise ApiError(400, f"target_language {target_language!r} and to_language {to_language!r} disagree: "
