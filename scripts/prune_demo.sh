@@ -3,15 +3,16 @@
 #   sweep: analyze (speech and text inputs; transcribe, translate:fr, translate:de) -> at each fraction
 #          prune the best contiguous block, heal (LoRA + projector), evaluate vs the unpruned model
 #          -> the largest fraction within the 0.25 relative-WER tolerance -> healing ablation there;
-#   export the healed backbone at that fraction (its scores in its provenance) as the demo's pruned
-#   export; copy the small outputs (JSON, CSV, PNG, markdown) to docs/demo.
+#   export the healed backbone at that fraction (its scores in its provenance) to runs/; copy the
+#   small outputs (JSON, CSV, PNG, markdown) to docs/demo. Shipping it as the demo's pruned export is
+#   a deliberate release: python scripts/release_demo.py --pruned runs/prune-demo/export
 # Usage: bash scripts/prune_demo.sh            (env: DATA, OUT, DOCS, FRACTIONS, HEAL_STEPS, EVAL_LIMIT, EXPORT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data/bench}
 OUT=${OUT:-runs/prune-demo}
 DOCS=${DOCS:-docs/demo}
-EXPORT=${EXPORT:-speechllm/assets/demo-pruned}
+EXPORT=${EXPORT:-$OUT/export}
 S=.venv/bin/slimspeech
 M=speechllm/assets/demo
 [ -f "$DATA/train.jsonl" ] || $S make-data --out "$DATA"
@@ -32,4 +33,4 @@ mkdir -p "$DOCS"
 ( cd "$OUT/sweep" && find . -maxdepth 2 \( -name '*.json' -o -name '*.md' -o -name '*.png' -o -name '*.csv' \) \
     ! -name 'ckpt*' -print0 | xargs -0 -I{} cp --parents {} "$OLDPWD/$DOCS/" )
 cp "$EXPORT/provenance.json" "$DOCS/export-provenance.json"
-echo "pruned at fraction $F -> $EXPORT; reports in $DOCS"
+echo "pruned at fraction $F -> $EXPORT; reports in $DOCS (ship it: python scripts/release_demo.py --pruned $EXPORT)"

@@ -84,11 +84,6 @@ class SpeechEncoder(nn.Module):
         keep = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
         return x * keep[:, None, :].to(x.dtype)
 
-    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        for _ in self.convs:
-            lengths = (lengths - 1) // 2 + 1
-        return lengths
-
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, n_mels, T) features + (B,) frame counts -> (B, T', d_model) states + (B,) lengths."""
         lengths = lengths.to(features.device)

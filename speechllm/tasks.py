@@ -57,9 +57,6 @@ class PromptBook:
     def from_spec(cls, spec: dict) -> "PromptBook":
         return cls(spec["prompts"], spec.get("languages", {}), spec.get("source_language", "en"))
 
-    def to_spec(self) -> dict:
-        return {"prompts": self.prompts, "languages": self.languages, "source_language": self.source_language}
-
     def supported(self) -> list[str]:
         out = []
         for name in self.prompts:

@@ -28,7 +28,7 @@ import asyncio
 import json
 from typing import Literal
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
 from ..errors import CLIENT_CLOSED, ApiError, as_api_error
@@ -119,22 +119,21 @@ async def _sse_body(service: SpeechService, job: Job, vllm: VllmChunks | None):
         yield VllmChunks.DONE
 
 
-async def _run(request: Request, task: str, *, file: UploadFile, model: str | None, language: str | None,
-               target_language: str | None, response_format: str, granularities: list[str], stream: bool,
-               include_usage: bool | None, chunking_strategy: str | None, include: list[str]):
+async def _run(request: Request, task: str, form: "AudioForm", target_language: str | None):
     service: SpeechService = request.app.state.service
+    file, stream, response_format = form.file, form.stream, form.response_format
     # admitted (a slot held) by AdmissionMiddleware before the body was read
     job = Job(ticket=getattr(request.state, "ticket", None))
     try:
-        _check_fields(response_format, granularities, stream, include)
-        chunking = parse_chunking(chunking_strategy)
+        _check_fields(response_format, form.granularities, stream, form.include)
+        chunking = parse_chunking(form.chunking_strategy)
         limit = service.settings.max_upload_bytes
         if file.size is not None and file.size > limit:
             raise ApiError(413, f"upload too large: the limit is {limit / 2**20:g} MiB (max_upload_mb): "
                                 "send a shorter or compressed (flac, ogg) file", param="file", code="file_too_large")
         # the upload's spooled file (on disk past 1 MB) is decoded in place, never copied into memory
-        await service.prepare(job, model=model or None, task=task, upload=file.file,
-                              target_language=target_language or None, language=language or None,
+        await service.prepare(job, model=form.model or None, task=task, upload=file.file,
+                              target_language=target_language or None, language=form.language or None,
                               filename=file.filename, chunking=chunking)
         service.submit(job, stream=stream)
     except Exception as exc:
@@ -144,7 +143,7 @@ async def _run(request: Request, task: str, *, file: UploadFile, model: str | No
 
     if stream:
         # vLLM's own stream fields ask for vLLM's chunk shape (its benchmark client sends them)
-        vllm = VllmChunks(job.info.name, bool(include_usage)) if include_usage is not None else None
+        vllm = VllmChunks(job.info.name, bool(form.include_usage)) if form.include_usage is not None else None
         return StreamingResponse(_sse_body(service, job, vllm), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -182,51 +181,48 @@ def _no_target_on_transcriptions(target_language: str | None, to_language: str |
                             "for a translation POST to /v1/audio/translations", param=param, code="invalid_value")
 
 
+class AudioForm:
+    """The form fields both audio endpoints take (one dependency: one declaration, one schema)."""
+
+    def __init__(
+        self,
+        file: UploadFile = File(..., description=_DESCRIPTIONS["file"]),
+        model: str | None = Form(None, description=_DESCRIPTIONS["model"], max_length=200),
+        language: str | None = Form(None, max_length=20),
+        prompt: str | None = Form(None, max_length=4096, description="accepted, unused"),
+        response_format: ResponseFormat = Form("json"),
+        temperature: float = Form(0.0, ge=0.0, le=1.0, description="accepted; decoding is greedy"),
+        timestamp_granularities: list[str] = Form([], alias="timestamp_granularities[]"),
+        stream: bool = Form(False),
+        stream_include_usage: bool | None = Form(None, description=_DESCRIPTIONS["stream_include_usage"]),
+        chunking_strategy: str | None = Form(None, max_length=500, description=_DESCRIPTIONS["chunking_strategy"]),
+        include: list[str] = Form([], alias="include[]", **_REFUSED_LIST),
+    ):
+        self.file, self.model, self.language, self.response_format = file, model, language, response_format
+        self.granularities, self.stream, self.include_usage = timestamp_granularities, stream, stream_include_usage
+        self.chunking_strategy, self.include = chunking_strategy, include
+
+
 @router.post("/transcriptions", summary="Transcribe audio into text in its language", responses=AUDIO_RESPONSES)
 async def transcriptions(
     request: Request,
-    file: UploadFile = File(..., description=_DESCRIPTIONS["file"]),
-    model: str | None = Form(None, description=_DESCRIPTIONS["model"], max_length=200),
-    language: str | None = Form(None, max_length=20),
-    prompt: str | None = Form(None, max_length=4096, description="accepted, unused"),
-    response_format: ResponseFormat = Form("json"),
-    temperature: float = Form(0.0, ge=0.0, le=1.0, description="accepted; decoding is greedy"),
-    timestamp_granularities: list[str] = Form([], alias="timestamp_granularities[]"),
-    stream: bool = Form(False),
-    stream_include_usage: bool | None = Form(None, description=_DESCRIPTIONS["stream_include_usage"]),
-    chunking_strategy: str | None = Form(None, max_length=500, description=_DESCRIPTIONS["chunking_strategy"]),
-    include: list[str] = Form([], alias="include[]", **_REFUSED_LIST),
+    form: AudioForm = Depends(),
     target_language: str | None = Form(None, **_REFUSED),
     to_language: str | None = Form(None, **_REFUSED),
 ):
     _no_target_on_transcriptions(target_language, to_language)
-    return await _run(request, "transcribe", file=file, model=model, language=language, target_language=None,
-                      response_format=response_format, granularities=timestamp_granularities, stream=stream,
-                      include_usage=stream_include_usage, chunking_strategy=chunking_strategy, include=include)
+    return await _run(request, "transcribe", form, None)
 
 
 @router.post("/translations", summary="Translate speech into the target language", responses=AUDIO_RESPONSES)
 async def translations(
     request: Request,
-    file: UploadFile = File(..., description=_DESCRIPTIONS["file"]),
-    model: str | None = Form(None, description=_DESCRIPTIONS["model"], max_length=200),
+    form: AudioForm = Depends(),
     target_language: str | None = Form(None, max_length=20,
                                        description="language code of the translation (default: the model's first)"),
     to_language: str | None = Form(None, max_length=20, description="vLLM's name for target_language"),
-    language: str | None = Form(None, max_length=20),
-    prompt: str | None = Form(None, max_length=4096, description="accepted, unused"),
-    response_format: ResponseFormat = Form("json"),
-    temperature: float = Form(0.0, ge=0.0, le=1.0, description="accepted; decoding is greedy"),
-    timestamp_granularities: list[str] = Form([], alias="timestamp_granularities[]"),
-    stream: bool = Form(False),
-    stream_include_usage: bool | None = Form(None, description=_DESCRIPTIONS["stream_include_usage"]),
-    chunking_strategy: str | None = Form(None, max_length=500, description=_DESCRIPTIONS["chunking_strategy"]),
-    include: list[str] = Form([], alias="include[]", **_REFUSED_LIST),
 ):
     if target_language and to_language and target_language != to_language:
         raise ApiError(400, f"target_language {target_language!r} and to_language {to_language!r} disagree: "
                             "send one of them", param="to_language", code="invalid_value")
-    return await _run(request, "translate", file=file, model=model, language=language,
-                      target_language=target_language or to_language, response_format=response_format,
-                      granularities=timestamp_granularities, stream=stream, include_usage=stream_include_usage,
-                      chunking_strategy=chunking_strategy, include=include)
+    return await _run(request, "translate", form, target_language or to_language)

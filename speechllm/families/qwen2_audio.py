@@ -55,6 +55,10 @@ class Qwen2AudioSpeechLLM(SpeechLLM):
                               sampling_rate=self.processor.feature_extractor.sampling_rate,
                               return_tensors="pt", padding=True)
 
+        # HF's Qwen2AudioModel.forward encodes the audio, merges it into the token embeddings and only
+        # then calls the language model: the merged (B, T, D) inputs_embeds exist nowhere else. A
+        # pre-hook on the language model sees them and raises, which stops forward right there, so
+        # the decoder layers never run (no wasted compute) and no HF merge code is copied here.
         def grab(_module, _args, kwargs):
             raise _Captured(kwargs["inputs_embeds"])
 
