@@ -28,6 +28,7 @@ import logging
 import os
 import platform
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,10 +36,9 @@ from pathlib import Path
 
 import httpx
 
-from speechllm.errors import SlimError
-
 from . import report, stats
 from .client import Record, make_client, send
+from .errors import LoadTestError
 from .workload import Workload, load_clips, parse_tasks
 
 log = logging.getLogger(__name__)
@@ -193,12 +193,12 @@ async def server_info(client: httpx.AsyncClient, wait_s: float) -> tuple[dict, d
         except httpx.HTTPError as exc:
             why = f"{type(exc).__name__}: {exc}"
         if time.monotonic() >= deadline:
-            raise SlimError(f"server {client.base_url} is not ready ({why}): start it with `slimspeech serve` "
+            raise LoadTestError(f"server {client.base_url} is not ready ({why}): start it with `slimspeech serve` "
                             "or raise --wait-s", param="--url")
         await asyncio.sleep(0.5)
     r = await client.get("/v1/models")
     if r.status_code != 200:
-        raise SlimError(f"GET /v1/models answered {r.status_code}: {r.text[:200]}", param="--url")
+        raise LoadTestError(f"GET /v1/models answered {r.status_code}: {r.text[:200]}", param="--url")
     return r.json(), {m["id"]: m for m in r.json()["data"]}
 
 
@@ -262,11 +262,11 @@ async def run(url: str, data: str, plan: Plan, out: Path, *, tasks: str = "trans
         plan.models = plan.models or list(served)
         missing = [m for m in plan.models if m not in served]
         if missing:
-            raise SlimError(f"--models: {', '.join(missing)} not served at {url}: choose among {', '.join(served)}",
+            raise LoadTestError(f"--models: {', '.join(missing)} not served at {url}: choose among {', '.join(served)}",
                             param="--models")
         reference = reference or ("base" if "base" in plan.models else plan.models[-1])
         if reference not in plan.models:
-            raise SlimError(f"--reference {reference!r} is not one of --models {','.join(plan.models)}",
+            raise LoadTestError(f"--reference {reference!r} is not one of --models {','.join(plan.models)}",
                             param="--reference")
         log.info("load test of %s at %s: %d levels, at most %.0f s", ",".join(plan.models), url,
                  len(plan.levels), plan.worst_case_s())
@@ -333,10 +333,10 @@ def _numbers(text: str | None, flag: str, integer: bool = False) -> list[float]:
     try:
         values = [int(x) if integer else float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise SlimError(f"{flag} {text!r}: expected comma-separated {'integers' if integer else 'numbers'}",
+        raise LoadTestError(f"{flag} {text!r}: expected comma-separated {'integers' if integer else 'numbers'}",
                         param=flag) from None
     if any(v <= 0 for v in values):
-        raise SlimError(f"{flag} {text!r}: every value must be > 0", param=flag)
+        raise LoadTestError(f"{flag} {text!r}: every value must be > 0", param=flag)
     return values
 
 
@@ -372,6 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    """The verb: bad input (LoadTestError) is one ``error: ...`` line on stderr and exit code 2."""
+    try:
+        return _main(argv)
+    except LoadTestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     rates = _numbers(args.rates, "--rates")
@@ -382,18 +391,18 @@ def main(argv: list[str]) -> int:
                     ("--timeout-s", args.timeout_s), ("--max-requests", args.max_requests),
                     ("--limit", args.limit)):
         if v <= 0:
-            raise SlimError(f"{flag} must be > 0 (got {v})", param=flag)
+            raise LoadTestError(f"{flag} must be > 0 (got {v})", param=flag)
     if args.warmup < 0:
-        raise SlimError("--warmup must be >= 0", param="--warmup")
+        raise LoadTestError("--warmup must be >= 0", param="--warmup")
     models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
     if len(set(models)) != len(models):
-        raise SlimError(f"--models {args.models!r} names a model twice", param="--models")
+        raise LoadTestError(f"--models {args.models!r} names a model twice", param="--models")
     plan = Plan(models=models, levels=[Level("open", r) for r in rates] + [Level("closed", c) for c in conc],
                 duration_s=args.duration_s, window_s=args.window_s, mix=args.mix, max_requests=args.max_requests,
                 warmup=args.warmup, stream=args.stream, response_format=args.response_format,
                 timeout_s=args.timeout_s, seed=args.seed)
     if args.stream and args.response_format == "verbose_json":
-        raise SlimError("--stream answers server-sent events: use --response-format json or text", param="--stream")
+        raise LoadTestError("--stream answers server-sent events: use --response-format json or text", param="--stream")
     out = Path(args.out)
     summary = asyncio.run(run(args.url, args.data, plan, out, tasks=args.task, limit=args.limit,
                               reference=args.reference, wait_s=args.wait_s, api_key=args.api_key, argv=argv))

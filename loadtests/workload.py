@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from speechllm.errors import SlimError
+from .errors import LoadTestError
 
 MIME = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg",
         ".webm": "audio/webm", ".m4a": "audio/mp4"}
@@ -61,11 +61,11 @@ def parse_tasks(text: str) -> list[TaskSpec]:
             continue
         name, _, target = part.partition(":")
         if name not in ("transcribe", "translate") or (name == "transcribe" and target):
-            raise SlimError(f"--task {part!r}: use transcribe, translate or translate:LANG (e.g. translate:fr)",
+            raise LoadTestError(f"--task {part!r}: use transcribe, translate or translate:LANG (e.g. translate:fr)",
                             param="--task")
         out.append(TaskSpec(name, target or None))
     if not out:
-        raise SlimError("--task is empty: pass e.g. transcribe or transcribe,translate:fr", param="--task")
+        raise LoadTestError("--task is empty: pass e.g. transcribe or transcribe,translate:fr", param="--task")
     return out
 
 
@@ -77,7 +77,7 @@ def _duration(path: Path, row: dict) -> float:
     try:
         info = sf.info(str(path))
     except Exception as exc:
-        raise SlimError(f"{path}: not readable audio ({exc}); fix the manifest row or drop it",
+        raise LoadTestError(f"{path}: not readable audio ({exc}); fix the manifest row or drop it",
                         param="--data") from None
     return info.frames / info.samplerate
 
@@ -86,7 +86,7 @@ def load_clips(manifest: str | os.PathLike, limit: int | None = None) -> list[Cl
     """The first ``limit`` rows of a JSONL manifest, their audio read into memory (bytes, as uploaded)."""
     path = Path(manifest)
     if not path.is_file():
-        raise SlimError(f"manifest {path} not found: pass a .jsonl manifest (e.g. from `slimspeech make-data`)",
+        raise LoadTestError(f"manifest {path} not found: pass a .jsonl manifest (e.g. from `slimspeech make-data`)",
                         param="--data")
     clips: list[Clip] = []
     with path.open(encoding="utf-8") as f:
@@ -99,15 +99,15 @@ def load_clips(manifest: str | os.PathLike, limit: int | None = None) -> list[Cl
                 row = json.loads(line)
                 audio = Path(row["audio"])
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise SlimError(f"{path} line {lineno}: expected a JSON object with an 'audio' path",
+                raise LoadTestError(f"{path} line {lineno}: expected a JSON object with an 'audio' path",
                                 param="--data") from None
             audio = audio if audio.is_absolute() else path.parent / audio
             if not audio.is_file():
-                raise SlimError(f"{path} line {lineno}: audio file {audio} not found (paths are relative to the "
+                raise LoadTestError(f"{path} line {lineno}: audio file {audio} not found (paths are relative to the "
                                 "manifest's folder)", param="--data")
             clips.append(Clip(str(row.get("id", audio.stem)), audio.name, audio.read_bytes(), _duration(audio, row)))
     if not clips:
-        raise SlimError(f"manifest {path} has no rows", param="--data")
+        raise LoadTestError(f"manifest {path} has no rows", param="--data")
     return clips
 
 

@@ -25,7 +25,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "transcribe": ("speechllm.transcribe:main", "transcribe or translate audio files"),
     "serve": ("server.main:cli", "serve models over the OpenAI audio API"),
     "loadtest": ("loadtests.run:main", "latency/throughput under load, pruned vs base, over HTTP"),
-    "compare": ("loadtests.compare:main", "one report: size, memory, quality and speed of base vs pruned"),
+    "compare": ("prune_tools.report:main", "one report: size, memory, quality and speed of base vs pruned"),
 }
 
 

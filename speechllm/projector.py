@@ -7,7 +7,7 @@ Kinds (``ProjectorConfig.kind``):
   them) and multiplied into the decoder's own embedding table, the missing word mass goes to
   a learned blank vector, and a zero-initialised MLP on the stacked frames adds a residual.
   This puts audio tokens into the decoder's embedding space from the first step, which is
-  what lets a small decoder learn to read audio on a CPU budget (see shared/notes).
+  what lets a small decoder learn to read audio on a CPU budget (README, "The built-in benchmark and the demo model").
 - ``ctc_compress``: the same CTC head and embedding product, after CTC compression (Gaido et
   al. 2021, "CTC-based compression for direct speech translation"; Wu et al. 2023, CTC prompts
   for decoder-only ASR): blank frames are dropped and each run of frames with the same greedy

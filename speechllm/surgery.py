@@ -1,4 +1,4 @@
-"""Decoder-layer surgery for any family (see DESIGN.md, "Layer surgery").
+"""Decoder-layer surgery for any family (docs/architecture.md, "Layer surgery").
 
     kept = remove_decoder_layers(model, [5, 6, 7])     # -> original indices of the kept layers
 

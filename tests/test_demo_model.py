@@ -12,6 +12,7 @@ from speechllm.generate import transcribe
 from speechllm.modeldir import DEMO_DIR, load_model
 from speechllm.tasks import Task
 
+pytestmark = pytest.mark.slow  # the demo-quality gate
 N = 40
 WER_TARGET = 5.0  # issue 3's test-clean target
 

@@ -59,6 +59,8 @@ class ModelInfo:
 @dataclass
 class EngineRequest:
     model: str
+    #: resolved against the model's prompts (``ModelInfo.prompts.resolve``: a translation has its
+    #: target language), once, by whoever builds the request; engines use it as it is
     task: Task
     #: (S,) float32 mono 16 kHz, at most the model's max_audio_seconds
     audio: np.ndarray

@@ -203,8 +203,8 @@ class TorchRunner:
         return [p.cpu() for p in prompts] if to_cpu else prompts
 
     def _embed(self, handles: list[RequestHandle]) -> list[torch.Tensor]:
-        tasks = self.model.resolve_tasks([h.request.task for h in handles])
-        prompts, _ = self.model.embed_prompts(tasks, [h.request.audio for h in handles])
+        # the tasks were resolved against this model once, by the service (EngineRequest.task)
+        prompts, _ = self.model.embed_prompts([h.request.task for h in handles], [h.request.audio for h in handles])
         return prompts
 
     def release_decoder_layers(self) -> None:

@@ -166,6 +166,7 @@ def _wait(url: str, proc: subprocess.Popen, path: str, timeout: float = 120) -> 
     raise TimeoutError(path)
 
 
+@pytest.mark.slow  # a server process
 def test_entry_command_and_healthcheck(docker, model_pair, speech_files, tmp_path):
     """Run exactly the image's CMD with its ENV (as `docker run -p PORT:8000 -e SLIMSPEECH_MODELS=... IMAGE`
     would: the tiny pair instead of the demo model, 127.0.0.1 instead of 0.0.0.0), then its HEALTHCHECK."""

@@ -136,6 +136,7 @@ def test_kubernetes_objects(k8s, monkeypatch):
     assert hpa["spec"]["minReplicas"] >= pdb["spec"]["minAvailable"] + 1
 
 
+@pytest.mark.slow  # a server process
 def test_hpa_metric_is_exported(k8s, live_server):
     hpa = k8s["HorizontalPodAutoscaler"]
     name = next(m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods")

@@ -69,6 +69,7 @@ def test_dashboard_json_is_the_generators_output():
         assert topic in titles, topic
 
 
+@pytest.mark.slow  # a server process
 def test_dashboard_metrics_are_exported_by_the_live_server(live_server):
     exported = set(metric_samples(live_server.url))
     gpu_only = {"slimspeech_cuda_memory_allocated_bytes", "slimspeech_cuda_memory_peak_bytes"}
@@ -150,6 +151,7 @@ def wait_for(url: str, expr: str, ok, timeout: float = 20.0) -> list:
         time.sleep(0.5)
 
 
+@pytest.mark.slow  # a server process
 def test_prometheus_scrapes_the_live_server(prometheus):
     up = wait_for(prometheus, 'up{job="slimspeech"}', lambda r: r and r[0]["value"][1] == "1")
     assert up[0]["metric"]["service"] == "slimspeech"
@@ -160,6 +162,7 @@ def test_prometheus_scrapes_the_live_server(prometheus):
     assert {s["metric"]["model"] for s in done} == {"pruned", "base"}
 
 
+@pytest.mark.slow  # a server process
 def test_prometheus_loads_the_rules(prometheus):
     def healthy(_):
         groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
@@ -172,6 +175,7 @@ def test_prometheus_loads_the_rules(prometheus):
     assert all(s["value"][1] in ("0", "NaN") for s in ratios)  # no 5xx or 429 (a 400 or 404 is the client's)
 
 
+@pytest.mark.slow  # a server process
 def test_every_dashboard_query_runs_in_prometheus(prometheus):
     """Each query, as Grafana sends it, is valid PromQL, and every panel shows series from the live server
     (a query may be empty on its own: errors when none failed, CUDA memory on a CPU server)."""

@@ -1,4 +1,8 @@
-"""``slimspeech compare`` on the tiny pruned + base pair: sizes, measured memory, quality, speed, ratios."""
+"""``slimspeech compare`` (``prune_tools.report``, offline, in-process) on the tiny pruned + base pair: sizes,
+measured memory (one ``memprobe`` process per model), quality, speed, ratios.
+
+It sits beside the load tests because it shares their fixtures (the tiny model pair, the small manifest).
+"""
 
 from __future__ import annotations
 

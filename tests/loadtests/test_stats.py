@@ -11,9 +11,9 @@ import pytest
 
 from loadtests import stats
 from loadtests.client import send
+from loadtests.errors import LoadTestError
 from loadtests.run import Level, Plan, _numbers
 from loadtests.workload import Clip, TaskSpec, Workload, load_clips, parse_tasks, request_form
-from speechllm.errors import SlimError
 
 
 def test_percentile_matches_numpy():
@@ -92,12 +92,12 @@ def test_flag_parsing():
     assert _numbers("1,2.5", "--rates") == [1.0, 2.5]
     assert _numbers("1,8", "--concurrency", integer=True) == [1, 8]
     for bad in ("1,x", "0", "-1"):
-        with pytest.raises(SlimError, match="--rates"):
+        with pytest.raises(LoadTestError, match="--rates"):
             _numbers(bad, "--rates")
     assert parse_tasks("transcribe, translate:fr,translate") == [
         TaskSpec("transcribe"), TaskSpec("translate", "fr"), TaskSpec("translate")]
     for bad in ("", "summarize", "transcribe:fr"):
-        with pytest.raises(SlimError, match="--task"):
+        with pytest.raises(LoadTestError, match="--task"):
             parse_tasks(bad)
     path, form = request_form(TaskSpec("translate", "de"), "pruned", stream=True)
     assert path == "/v1/audio/translations"
@@ -116,10 +116,10 @@ def test_workload_gives_every_model_the_same_sequence(tmp_path, speech_files):
     seq = [(c.id, t.label) for c, t in (w.item(j) for j in range(6))]
     assert seq == [("c0", "transcribe"), ("c0", "translate_fr"), ("c1", "transcribe"), ("c1", "translate_fr"),
                    ("c0", "transcribe"), ("c0", "translate_fr")]
-    with pytest.raises(SlimError, match="not found"):
+    with pytest.raises(LoadTestError, match="not found"):
         load_clips(tmp_path / "missing.jsonl")
     (tmp_path / "bad.jsonl").write_text('{"id": "x", "audio": "nope.wav"}\n')
-    with pytest.raises(SlimError, match="line 1: audio file .*nope.wav not found"):
+    with pytest.raises(LoadTestError, match="line 1: audio file .*nope.wav not found"):
         load_clips(tmp_path / "bad.jsonl")
 
 

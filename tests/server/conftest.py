@@ -43,8 +43,9 @@ def _one_torch_thread():
 
 
 #: every API test module runs once per engine; vllm needs the extra (CI sets SLIMSPEECH_REQUIRE_VLLM=1,
-#: so that there a missing vLLM fails instead of skipping)
-ENGINES = ["torch", pytest.param("vllm", marks=pytest.mark.vllm)]
+#: so that there a missing vLLM fails instead of skipping) and is in the slow tier (an engine start
+#: takes about a minute here)
+ENGINES = ["torch", pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.slow])]
 #: vLLM engine settings for tests: no torch.compile (start-up time); the KV cache is the engine's CPU default
 VLLM_TEST_SETTINGS = {"vllm_args": {"enforce_eager": True}}
 

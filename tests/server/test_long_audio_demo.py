@@ -18,7 +18,8 @@ from speechllm.modeldir import load_model
 
 from .conftest import InProcessServer, wav_bytes
 
-pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.slow,  # the demo model on synthesized speech
+              pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")]
 N = 60  # benchmark sentences are ~2.2 s: 60 with pauses make the 3 minutes the issue asks for
 
 

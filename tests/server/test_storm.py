@@ -16,7 +16,8 @@ import soundfile as sf
 
 from .conftest import ServerProcess, long_clip, wav_bytes
 
-pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.slow,  # a server process, storms and a fuzzer
+              pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")]
 
 
 class ProcessRss:

@@ -17,7 +17,8 @@ from speechllm.tasks import Task
 from .conftest import VLLM_TEST_SETTINGS, ServerProcess, long_clip, wav_bytes
 from .test_api import Reference
 
-pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.slow,  # server processes over sockets
+              pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")]
 FORMATS = ["json", "text", "verbose_json", "srt", "vtt"]
 
 

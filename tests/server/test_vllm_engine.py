@@ -20,7 +20,7 @@ from speechllm.tasks import Task
 
 from .conftest import VLLM_TEST_SETTINGS, long_clip, require_vllm
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]  # an engine start takes about a minute here
 TASKS = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")]
 
 

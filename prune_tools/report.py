@@ -4,13 +4,28 @@
         [--tasks transcribe,translate:fr,translate:de] [--limit 64] [--batch-size 8] [--out runs/compare]
 
 For each model: parameters, weight bytes and decoder layers (from the model), peak memory
-(measured: each model is loaded and run on one batch in its own process, ``loadtests.memprobe``),
+(measured: each model is loaded and run on one batch in its own process, ``memprobe`` below),
 WER / BLEU / chrF per split and task (``prune_tools.evaluate``), and latency and throughput of
 in-process runs (batch 1 per clip, and batches of ``--batch-size``), the two models interleaved
 A B B A over ``--repeats`` rounds so a noisy machine biases neither. Each pruned/base ratio is
 printed next to its ideal from the layer count (L_pruned / L_base for size, memory and time,
 the inverse for throughput; 1.0 for quality, the paper's tolerance being a relative WER
 degradation <= 0.25). Writes ``compare.json``, ``compare.md`` and ``compare.png`` to ``--out``.
+
+The memory probe of one model, which ``compare`` runs in a fresh process per model:
+
+    python -m prune_tools.report memprobe MODEL_DIR --audio a.wav --audio b.wav [--device cpu] [--threads 1]
+
+It loads the model, runs the clips as one batch and prints one JSON line: ``rss_after_imports_bytes``,
+``peak_rss_after_load_bytes``, ``peak_rss_after_inference_bytes``, ``model_peak_rss_bytes``,
+``cuda_peak_bytes`` and the model's ``describe()``. Peak RSS is the process's high-water mark
+(VmHWM), hence one process per model. After the imports (torch, transformers, the model's modules)
+the mark is reset to the current RSS (``/proc/self/clear_refs``), so ``model_peak_rss_bytes`` =
+peak after inference - RSS after the imports is what the model itself costs: weights +
+activations + KV cache.
+
+The same models served over HTTP, under load: ``slimspeech loadtest`` (``loadtests/``, which
+reads sizes and layer counts from the server's ``GET /v1/models`` and imports nothing of ours).
 """
 
 from __future__ import annotations
@@ -19,23 +34,132 @@ import argparse
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from speechllm.errors import SlimError
+import numpy as np
 
-from .stats import distribution, percentile
+from speechllm.errors import SlimError
 
 log = logging.getLogger(__name__)
 TASKS = "transcribe,translate:fr,translate:de"
 
 
-# ---- measurements ---------------------------------------------------------------------------
+def distribution(values) -> dict | None:
+    """p50 / p90 / p99 (linear interpolation between order statistics), mean, min, max; None for none."""
+    xs = np.asarray(list(values), dtype=float)
+    if xs.size == 0:
+        return None
+    p50, p90, p99 = (float(v) for v in np.percentile(xs, [50, 90, 99]))
+    return {"p50": p50, "p90": p90, "p99": p99, "mean": float(xs.mean()), "min": float(xs.min()),
+            "max": float(xs.max())}
+
+
+# ---- memory: one model per process ------------------------------------------------------------
+def peak_rss_bytes() -> int:
+    """The high-water mark of resident memory (VmHWM; since the last ``reset_peak``)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux; never reset
+
+
+def reset_peak() -> bool:
+    """Lower the high-water mark to the current RSS (Linux >= 4.0: clear_refs 5), so that what imports
+    peaked at does not hide what the model needs; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def warm_imports(model_dir: str) -> None:
+    """Import what loading will import (the family, the decoder's modeling module, the tokenizer) and run
+    one small matmul, so that the baseline holds the libraries and the peak less the baseline is the model."""
+    import torch
+
+    from speechllm.modeldir import family_class, read_spec
+
+    family_class(read_spec(model_dir)["family"])
+    (torch.ones(64, 64) @ torch.ones(64, 64)).sum().item()
+    decoder = Path(model_dir) / "decoder"
+    if (decoder / "config.json").is_file():  # slam: a plain HF causal-LM dir
+        from transformers import AutoConfig, AutoTokenizer
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        try:
+            MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.from_pretrained(decoder))]
+            AutoTokenizer.from_pretrained(decoder)
+        except (KeyError, OSError, ValueError):
+            pass
+
+
+def probe(model_dir: str, audio: list[str], device: str = "cpu", threads: int | None = None) -> dict:
+    """Load ``model_dir`` in this process and run ``audio`` as one batch; -> the memory figures (module doc)."""
+    import torch
+
+    from speechllm.audio import load_audio
+    from speechllm.generate import greedy_generate
+    from speechllm.modeldir import load_model
+    from speechllm.tasks import Task
+
+    if threads:
+        torch.set_num_threads(threads)
+    wavs = [load_audio(a) for a in audio]
+    warm_imports(model_dir)
+    peak_reset = reset_peak()
+    baseline = current_rss_bytes()
+    model = load_model(model_dir, device=device)
+    after_load = peak_rss_bytes()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    if wavs:
+        wavs = [w[: int(model.max_audio_seconds * 16000)] for w in wavs]
+        greedy_generate(model, model.embed([Task()] * len(wavs), wavs))
+    after = peak_rss_bytes()
+    layer_params = sum(p.numel() for p in model.decoder_stack().layers.parameters())
+    return {
+        "dir": str(model_dir), **model.describe(), "device": device,
+        "decoder_layer_parameters": layer_params,
+        "rss_after_imports_bytes": baseline,
+        "peak_rss_after_load_bytes": after_load,
+        "peak_rss_after_inference_bytes": after,
+        "model_peak_rss_bytes": after - baseline,
+        "cuda_peak_bytes": torch.cuda.max_memory_allocated() if device.startswith("cuda") else None,
+        "batch": len(wavs),
+        "peak_reset": peak_reset,
+    }
+
+
+def memprobe_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m prune_tools.report memprobe",
+                                description="peak memory of one model in this process, as one JSON line")
+    p.add_argument("model_dir")
+    p.add_argument("--audio", action="append", default=[], help="clip(s) run as one batch after loading")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    print(json.dumps(probe(args.model_dir, args.audio, args.device, args.threads)))
+    return 0
+
+
 def peak_memory(model_dir: str, audio: list[str], device: str, threads: int | None) -> dict:
-    """Run ``loadtests.memprobe`` in a fresh process; -> its JSON."""
-    cmd = [sys.executable, "-m", "loadtests.memprobe", str(model_dir), "--device", device]
+    """Run ``memprobe`` (``python -m prune_tools.report memprobe``) in a fresh process; -> its JSON."""
+    cmd = [sys.executable, "-m", "prune_tools.report", "memprobe", str(model_dir), "--device", device]
     for a in audio:
         cmd += ["--audio", a]
     if threads:
@@ -52,6 +176,7 @@ def peak_memory(model_dir: str, audio: list[str], device: str, threads: int | No
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# ---- speed: both models in this process, interleaved ------------------------------------------
 def _timed_generate(model, wavs, task, batch_size: int) -> tuple[float, int]:
     from speechllm.generate import greedy_generate
 
@@ -81,7 +206,7 @@ def speed(models: dict, wavs: list, task, batch_size: int, repeats: int) -> dict
     out = {}
     for name in names:
         secs = [x["seconds"] for x in runs[name]]
-        med = percentile(secs, 50)
+        med = float(np.median(secs))
         tokens = runs[name][0]["tokens"]
         out[name] = {"task": str(task), "clips": len(wavs), "audio_s": audio_s, "batch_size": batch_size,
                      "repeats": repeats, "latency_s": distribution(lat[name]),
@@ -298,3 +423,11 @@ def main(argv: list[str]) -> int:
               f"  ratio {ratio:>7}  ideal {r['ideal']:.3g}")
     print(f"report: {out / 'compare.md'}")
     return 0
+
+
+if __name__ == "__main__":
+    # the memory probe's entry point: ``compare`` runs it once per model, each in a fresh process
+    if sys.argv[1:2] != ["memprobe"]:
+        sys.exit("usage: python -m prune_tools.report memprobe MODEL_DIR [--audio CLIP ...] "
+                 "(the report itself: slimspeech compare)")
+    sys.exit(memprobe_main(sys.argv[2:]))
