@@ -29,9 +29,21 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml), or the source tree's when not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("slimspeech")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def usage() -> str:
     width = max(map(len, VERBS))
-    lines = ["usage: slimspeech <verb> [options]   (slimspeech <verb> --help for a verb's options)", "", "verbs:"]
+    lines = ["usage: slimspeech <verb> [options]   (slimspeech <verb> --help for a verb's options;",
+             "       slimspeech --version)", "", "verbs:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in VERBS.items()]
     return "\n".join(lines)
 
@@ -42,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
+        return 0
+    if argv[0] in ("-V", "--version", "version"):
+        print(f"slimspeech {version()}")
         return 0
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:

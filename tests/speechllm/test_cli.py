@@ -24,6 +24,13 @@ def test_help_lists_verbs():
         assert verb in out.stdout
 
 
+def test_version_is_the_installed_distribution():
+    from importlib.metadata import version
+
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"slimspeech {version('slimspeech')}"
+
+
 def test_transcribe_prints_one_line_per_file(tiny_slam_dir, speech_files):
     out = run("transcribe", "--model", str(tiny_slam_dir), "--task", "translate", "--target-lang", "de",
               *speech_files)
