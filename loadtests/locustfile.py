@@ -1,6 +1,6 @@
 """Locust load test of the slimspeech server, for people who prefer Locust's web UI and CSV output.
 
-    pip install locust
+    pip install locust 'slimspeech[loadtest]'     # or, from a checkout: pip install locust soundfile httpx
     LOADTEST_DATA=data/bench/test-clean.jsonl LOADTEST_MODELS=pruned,base LOADTEST_STREAM=1 \\
         locust -f loadtests/locustfile.py --host http://127.0.0.1:8000 \\
         --headless --users 8 --spawn-rate 8 --run-time 60s --csv runs/locust
@@ -28,7 +28,13 @@ from functools import lru_cache
 
 from locust import HttpUser, constant, events, task
 
-from loadtests.workload import Workload, load_clips, parse_tasks, request_form
+try:
+    from loadtests.workload import Workload, load_clips, parse_tasks, request_form
+except ImportError:  # run from a checkout (locust puts this file's folder on the path, not the repo's root)
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from loadtests.workload import Workload, load_clips, parse_tasks, request_form
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,7 @@
 """One real ``slimspeech serve`` process (tiny pruned + base pair) shared by tests/loadtests and tests/deploy.
 
 The server process and the tiny model pair come from the server's own tests
-(``tests.server.test_uvicorn.ServerProcess``, ``tests.server.conftest.model_pair``); both
+(``tests.server.conftest.ServerProcess``, ``tests.server.conftest.model_pair``); both
 conftests here import the fixtures below, and ``shared_server`` starts the process once per
 session whichever directory asks first.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.test_uvicorn import ServerProcess
+from tests.server.conftest import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 _shared: dict[str, ServerProcess] = {}
