@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import itertools
 import logging
 import math
@@ -48,15 +47,18 @@ import torch
 from tqdm import tqdm
 
 from speechllm.audio import load_audio
+from speechllm.devices import DTYPE_CHOICES, resolve_device, resolve_dtype
 from speechllm.errors import SlimError
 from speechllm.modeldir import default_model_dir, load_model, read_json, write_json
-from speechllm.tasks import Task, parse_task
+from speechllm.tasks import parse_task
+
+from .lineage import model_fingerprint
+from .rows import DEFAULT_TASKS, load_rows, parse_tasks, reference
 
 log = logging.getLogger(__name__)
 
 INPUTS = ("speech", "text")
 TOKENS = ("last", "mean")
-DEFAULT_TASKS = "transcribe,translate:fr,translate:de"
 AVERAGE = "average"  # the pseudo-task: the mean of the per-task matrices of one input
 ANALYSIS_FILE = "analysis.json"
 DEFINITION = ("d(l, n) = arccos(cos(h_l, h_{l+n})) / pi; h_l = residual stream entering decoder layer l "
@@ -67,24 +69,6 @@ DEFINITION = ("d(l, n) = arccos(cos(h_l, h_{l+n})) / pi; h_l = residual stream e
 
 # ---------------------------------------------------------------------------------------------
 # model identity
-
-
-def model_fingerprint(model) -> str:
-    """A short hash of the weights, the same whatever dtype the model was loaded in.
-
-    For every parameter (sorted by name): its name, shape and up to 64 evenly strided values
-    rounded to bfloat16. One rounding of the stored values gives the same bf16 numbers from an
-    fp32, fp16 or bf16 load, so ``analyze --dtype bfloat16`` on a GPU and ``prune`` on a CPU
-    agree; two different checkpoints (another seed, pruned or healed weights) do not.
-    """
-    h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        flat = p.detach().reshape(-1)
-        step = max(1, flat.numel() // 64)
-        sample = flat[::step][:64].to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes()
-        h.update(f"{name}:{tuple(p.shape)}:".encode())
-        h.update(sample)
-    return h.hexdigest()[:16]
 
 
 def model_identity(model, model_dir=None) -> dict:
@@ -297,12 +281,6 @@ def text_inputs(model, texts: list[str]):
     return model.assemble(prompts)
 
 
-def _reference(row: dict, task: Task) -> str:
-    from .evaluate import reference
-
-    return reference(row, task)
-
-
 def analyze_model(model, rows: list[dict], *, inputs=INPUTS, tasks=None, tokens=("last",), batch_size: int = 8,
                   model_dir=None, progress: bool = True) -> dict:
     """Accumulate d(l, n) for every (input, task) over ``rows`` (manifest rows); -> the analysis dict."""
@@ -323,7 +301,7 @@ def analyze_model(model, rows: list[dict], *, inputs=INPUTS, tasks=None, tokens=
     counts: dict = {}
     for inp in inputs:
         for task in tasks:
-            texts = [_reference(r, task) for r in rows] if inp == "text" else None
+            texts = [reference(r, task) for r in rows] if inp == "text" else None
             acc = DistanceAccumulator(L, tokens)
             batches = range(0, len(rows), batch_size)
             for s in tqdm(batches, desc=f"{inp}/{task.label}", disable=not progress, mininterval=10, leave=False):
@@ -467,29 +445,11 @@ def read_analysis(path: str | Path) -> dict:
     return a
 
 
-def load_rows(manifests: list[str], limit: int | None = None) -> list[dict]:
-    """Rows of the manifests in order, the first ``limit`` overall."""
-    from .evaluate import read_rows
-
-    rows: list[dict] = []
-    for m in manifests:
-        rows += read_rows(m)
-    return rows[:limit] if limit else rows
-
-
-def pick_device(name: str = "auto") -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
 def run(model_dir, manifests: list[str], out, *, inputs=INPUTS, tasks=None, tokens=("last",), limit=None,
         batch_size: int = 8, device: str = "cpu", dtype: str = "float32", plots: bool = True) -> dict:
     rows = load_rows(manifests, limit)  # first: a bad manifest costs no model load
-    model = load_model(model_dir, device=device, dtype=DTYPES[dtype])
+    device = resolve_device(device)
+    model = load_model(model_dir, device=device, dtype=resolve_dtype(dtype, device))
     a = analyze_model(model, rows, inputs=inputs, tasks=tasks, tokens=tokens, batch_size=batch_size,
                       model_dir=model_dir)
     a["data"]["manifests"] = [str(Path(m).resolve()) for m in manifests]
@@ -505,22 +465,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="JSONL manifest(s)")
     p.add_argument("--out", required=True, help="output dir (analysis.json, CSV, PNG)")
     p.add_argument("--inputs", default="speech,text", help="speech,text (either alone)")
-    p.add_argument("--tasks", default=DEFAULT_TASKS)
+    p.add_argument("--tasks", default=DEFAULT_TASKS, help=f"comma-separated tasks (default: {DEFAULT_TASKS})")
     p.add_argument("--tokens", default="last", choices=("last", "mean", "both"),
                    help="last non-padded token (default), mean over all tokens, or both")
     p.add_argument("--limit", type=int, default=None, help="first N utterances")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="utterances per forward pass (default: 8)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
+                   help="weights and activations (default: float32; auto: bfloat16 on CUDA, else float32); "
+                        "states are compared in float32 whatever this is")
+    p.add_argument("--no-plots", action="store_true", help="skip the heatmap PNGs")
     return p
-
-
-def parse_tasks(text: str) -> list[Task]:
-    tasks = [parse_task(t) for t in text.split(",") if t.strip()]
-    if not tasks:
-        raise SlimError("--tasks is empty: pass e.g. transcribe,translate:fr", param="tasks")
-    return tasks
 
 
 def main(argv: list[str]) -> int:
@@ -528,7 +483,7 @@ def main(argv: list[str]) -> int:
     inputs = tuple(x.strip() for x in args.inputs.split(",") if x.strip())
     tokens = TOKENS if args.tokens == "both" else (args.tokens,)
     a = run(args.model or default_model_dir(), args.data, args.out, inputs=inputs, tasks=parse_tasks(args.tasks),
-            tokens=tokens, limit=args.limit, batch_size=args.batch_size, device=pick_device(args.device),
+            tokens=tokens, limit=args.limit, batch_size=args.batch_size, device=args.device,
             dtype=args.dtype, plots=not args.no_plots)
     tok = tokens[0]
     first = a["inputs"][0]

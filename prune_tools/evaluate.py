@@ -19,29 +19,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from speechllm.audio import load_audio
-from speechllm.errors import SlimError
+from speechllm.devices import resolve_device
 from speechllm.generate import transcribe
 from speechllm.modeldir import default_model_dir, load_model, write_json
-from speechllm.tasks import Task, parse_task
+from speechllm.tasks import Task
 
 from . import scoring
-from .data.manifest import read_manifest
+from .rows import DEFAULT_TASKS, parse_tasks, read_rows, reference
 
 log = logging.getLogger(__name__)
 TOLERANCE = 0.25  # the paper's relative WER degradation threshold (Figure 2)
-
-
-def reference(row: dict, task: Task) -> str:
-    """The reference text of ``task`` for a manifest row (SlimError naming the row if it has none)."""
-    if task.name == "transcribe":
-        text = row.get("text")
-    else:
-        text = (row.get("translation") or {}).get(task.target_lang)
-    if not text:
-        field = "text" if task.name == "transcribe" else f"translation.{task.target_lang}"
-        raise SlimError(f"utterance {row.get('id', '?')!r} ({row.get('audio', '?')}) has no reference for {task}: "
-                        f"use a manifest with {field} or drop {task} from --tasks", param="data")
-    return text
 
 
 def evaluate_rows(model, rows: list[dict], tasks: list[Task], batch_size: int = 16,
@@ -62,16 +49,6 @@ def evaluate_rows(model, rows: list[dict], tasks: list[Task], batch_size: int = 
     return out
 
 
-def read_rows(manifest) -> list[dict]:
-    """``read_manifest`` with its errors (missing file, bad line, missing audio files, named) as SlimError."""
-    from .data.manifest import ManifestError
-
-    try:
-        return read_manifest(manifest)
-    except ManifestError as exc:
-        raise SlimError(str(exc), param="data") from None
-
-
 def relative_degradation(model_scores: dict, base_scores: dict) -> dict:
     out = {}
     for split, tasks in model_scores.items():
@@ -87,6 +64,7 @@ def relative_degradation(model_scores: dict, base_scores: dict) -> dict:
 
 def evaluate(model_dir, manifests: list[str], tasks: list[Task], base_dir=None, limit: int | None = None,
              batch_size: int = 16, device: str = "cpu") -> dict:
+    device = resolve_device(device)
     splits = {}
     for m in manifests:
         rows = read_rows(m)
@@ -112,19 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="JSONL manifests (one split each)")
     p.add_argument("--model", default=None, help="model dir (default: the embedded demo model)")
     p.add_argument("--base", default=None, help="unpruned model dir: adds relative degradation")
-    p.add_argument("--tasks", default="transcribe,translate:fr,translate:de")
+    p.add_argument("--tasks", default=DEFAULT_TASKS, help=f"comma-separated tasks (default: {DEFAULT_TASKS})")
     p.add_argument("--limit", type=int, default=None, help="first N utterances of each split")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="utterances decoded together (default: 16)")
     p.add_argument("--out", default=None, help="report JSON (default: print a summary only)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--device", default="cpu", help="cpu (default) | auto | cuda | cuda:N")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    tasks = [parse_task(t) for t in args.tasks.split(",") if t.strip()]
-    if not tasks:
-        raise SlimError("--tasks is empty: pass e.g. transcribe,translate:fr", param="tasks")
+    tasks = parse_tasks(args.tasks)
     report = evaluate(args.model or default_model_dir(), args.data, tasks, args.base, args.limit, args.batch_size,
                       args.device)
     table = markdown_table(report)

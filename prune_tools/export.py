@@ -22,12 +22,12 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from speechllm.devices import DTYPES, resolve_dtype
 from speechllm.errors import SlimError
 from speechllm.modeldir import load_model, read_json, write_json
 
-from .analyze import DTYPES, model_fingerprint
 from .evaluate import TOLERANCE
-from .prune import layer_list, lineage
+from .lineage import layer_list, lineage, model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def verify_export(out: Path, model) -> dict:
 
 def export(model_dir, out, *, eval_report=None, dtype: str = "float16", note: str | None = None) -> dict:
     """Write ``model_dir`` as the final backbone to ``out``; -> the new provenance."""
-    if dtype not in DTYPES:
+    if dtype not in DTYPES:  # a stored dtype, so no "auto"
         raise SlimError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}", param="dtype")
     report = None
     if eval_report is not None:
@@ -121,7 +121,7 @@ def export(model_dir, out, *, eval_report=None, dtype: str = "float16", note: st
     parent = {"dir": str(Path(model_dir).resolve()), "produced_by": prov.get("produced_by"),
               "fingerprint": model_fingerprint(model), "decoder_layers": model.num_decoder_layers}
     kept = layer_list(model)
-    model = model.to(DTYPES[dtype])
+    model = model.to(resolve_dtype(dtype))
     prov.update({
         "produced_by": "slimspeech export",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="exported model dir")
     p.add_argument("--eval", default=None, help="report of slimspeech evaluate --out on this model (--base for "
                                                "relative degradation): its scores go into the provenance")
-    p.add_argument("--dtype", default="float16", choices=tuple(DTYPES))
+    p.add_argument("--dtype", default="float16", choices=tuple(DTYPES),
+                   help="dtype of the exported weights (default: float16, as the shipped demo model)")
     p.add_argument("--note", default=None, help="free text stored in the provenance")
     return p
 

@@ -33,27 +33,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
-import os
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from speechllm.audio import load_audio
 from speechllm.errors import SlimError
 from speechllm.modeldir import load_model, read_json, write_json
 from speechllm.tasks import Task
 
-from .analyze import DEFAULT_TASKS, load_rows, model_fingerprint, parse_tasks, pick_device
-from .prune import layer_list, lineage
+from .lineage import layer_list, lineage, model_fingerprint
+from .loop import (LOG_FILE, Dist, Schedule, Step, combine_losses, ctc_loss, distill_kl, init_distributed,
+                   read_log, run_loop, target_logits)
+from .options import add_options, config_from_args, option
+from .rows import DEFAULT_TASKS, load_rows, parse_tasks, reference
 
 log = logging.getLogger(__name__)
 COMPONENTS = ("lora", "projector")
@@ -64,24 +63,30 @@ RESUMABLE_CHANGES = ("steps", "ckpt_every")
 
 @dataclass
 class HealConfig:
-    train: tuple[str, ...] = COMPONENTS
-    tasks: str = DEFAULT_TASKS
-    steps: int = 300
-    batch_size: int = 8  # per process
-    lr: float = 1e-3  # LoRA
-    projector_lr: float = 5e-4
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    weight_decay: float = 0.0
-    warmup: int = 20  # linear warmup steps, then constant until decay_from * steps, then linear decay to 10%
-    decay_from: float = 0.7
-    max_grad_norm: float = 1.0
-    distill_weight: float = 0.5  # with a teacher: (1 - w) * CE + w * KL
-    temperature: float = 2.0
-    ctc_weight: float = 0.3  # ctc_* projector being trained: auxiliary CTC on the transcript
-    ckpt_every: int = 50
-    seed: int = 0
+    """What healing trains and how: every field is a ``heal`` flag (``--batch-size``) and a ``sweep`` one
+    (``--heal-batch-size``), with this help text."""
+
+    train: tuple[str, ...] = option(COMPONENTS, "what trains: lora, projector or lora,projector", type=str,
+                                    metavar="PARTS")
+    tasks: str = option(DEFAULT_TASKS, "tasks the batches mix, each drawn uniformly")
+    steps: int = option(300, "optimizer steps")
+    batch_size: int = option(8, "utterances per step and process (the global batch is this x processes)")
+    lr: float = option(1e-3, "LoRA learning rate")
+    projector_lr: float = option(5e-4, "projector learning rate")
+    lora_r: int = option(16, "LoRA rank")
+    lora_alpha: int = option(32, "LoRA alpha (the adapter's output is scaled by alpha / r)")
+    lora_dropout: float = option(0.05, "dropout on the LoRA input")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup: int = option(20, "linear LR warmup steps")
+    decay_from: float = option(0.7, "constant LR until this fraction of the steps, then linear decay to 10%")
+    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    distill_weight: float = option(0.5, "with a teacher (heal --teacher, sweep --distill): the loss is "
+                                          "(1 - w) * CE + w * KL")
+    temperature: float = option(2.0, "with a teacher: softmax temperature T of the KL (scaled by T^2)")
+    ctc_weight: float = option(0.3, "weight of the auxiliary CTC loss on the transcript while a ctc_* projector "
+                                    "trains (0: none)")
+    ckpt_every: int = option(50, "checkpoint every N steps (and at the last step)")
+    seed: int = option(0, "seed of the LoRA init, the batches and the dropout masks")
 
     def __post_init__(self):
         self.train = parse_train(self.train)
@@ -90,6 +95,9 @@ class HealConfig:
         d = dataclasses.asdict(self)
         d["train"] = list(self.train)
         return d
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.steps, self.warmup, self.decay_from, self.max_grad_norm, self.ckpt_every)
 
 
 def parse_train(value) -> tuple[str, ...]:
@@ -171,17 +179,14 @@ class HealData:
     """Draws mixed-task batches of (task, audio, target text, transcript) from manifest rows by (seed, step)."""
 
     def __init__(self, rows: list[dict], tasks: list[Task], seed: int = 0, max_seconds: float | None = None):
-        from .evaluate import reference
-
         self.rows, self.tasks, self.seed, self.max_seconds = rows, tasks, seed, max_seconds
         self.eligible: list[list[int]] = []
         for task in tasks:
-            ok = [i for i, r in enumerate(rows) if _has_reference(r, task)]
+            ok = [i for i, r in enumerate(rows) if reference(r, task, required=False) is not None]
             if not ok:
                 raise SlimError(f"no utterance of the training data has a reference for {task}: "
                                 f"drop it from --tasks or use a manifest with translations", param="tasks")
             self.eligible.append(ok)
-        self.reference = reference
 
     def _draw(self, step: int, total: int):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
@@ -202,15 +207,9 @@ class HealData:
             row = self.rows[self.eligible[t][int(pick[k] * len(self.eligible[t]))]]
             tasks.append(self.tasks[t])
             wavs.append(load_audio(row["audio"], max_seconds=self.max_seconds))
-            targets.append(self.reference(row, self.tasks[t]))
+            targets.append(reference(row, self.tasks[t]))
             transcripts.append(row.get("text") or "")
         return tasks, wavs, targets, transcripts
-
-
-def _has_reference(row: dict, task: Task) -> bool:
-    if task.name == "transcribe":
-        return bool(row.get("text"))
-    return bool((row.get("translation") or {}).get(task.target_lang))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,20 +228,6 @@ class Student(nn.Module):
         out = self.model.lm(inputs_embeds=x.inputs_embeds, attention_mask=x.attention_mask,
                             position_ids=x.position_ids)
         return out.logits, x.labels, x.aux
-
-
-def target_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T, V), (B, T) -> (N, V) logits that predict the N target tokens, and those (N,) token ids."""
-    pred, gold = logits[:, :-1], labels[:, 1:]
-    mask = gold != -100
-    return pred[mask], gold[mask]
-
-
-def distill_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * KL(teacher || student) per target token, (N, V) logits each."""
-    s = F.log_softmax(student.float() / temperature, -1)
-    t = F.log_softmax(teacher.float() / temperature, -1)
-    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2
 
 
 def setup_trainable(model, cfg: HealConfig, adapter=None):
@@ -273,55 +258,39 @@ def setup_trainable(model, cfg: HealConfig, adapter=None):
     return peft_model, groups
 
 
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+class HealStep:
+    """One healing step's loss on this rank's share of the batch: CE on the target tokens, KL to the
+    teacher's logits (with a teacher), CTC of the projector's CTC head on the transcript (``use_ctc``)."""
+
+    def __init__(self, model, data: HealData, cfg: HealConfig, D: Dist, teacher=None, use_ctc: bool = False):
+        self.model, self.data, self.cfg, self.D, self.use_ctc = model, data, cfg, D, use_ctc
+        self.teacher = Student(teacher) if teacher is not None else None
+
+    def __call__(self, step: int, net) -> Step:
+        cfg, D = self.cfg, self.D
+        btasks, wavs, targets, transcripts = self.data.batch(step, cfg.batch_size, D.rank, D.world)
+        logits, labels, aux = net(btasks, wavs, targets)
+        s_logits, gold = target_logits(logits, labels)
+        ce = F.cross_entropy(s_logits.float(), gold)
+        kl = ctc = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                t_logits, t_labels, _ = self.teacher(btasks, wavs, targets)
+            t_sel, t_gold = target_logits(t_logits, t_labels)
+            if not torch.equal(t_gold, gold):
+                raise SlimError("teacher and student tokenize the targets differently: use the model this "
+                                "one was pruned from as --teacher", param="teacher")
+            kl = distill_kl(s_logits, t_sel, cfg.temperature)
+        if self.use_ctc and aux.get("ctc_logits") is not None:
+            ids = [self.model.text_ids(t) for t in transcripts]
+            ctc = ctc_loss(aux["ctc_logits"], aux["ctc_lengths"], ids, self.model.projector.blank_id)
+        out = combine_losses(ce, kl=kl, ctc=ctc, distill_weight=cfg.distill_weight, ctc_weight=cfg.ctc_weight)
+        out.info["tasks"] = self.data.task_counts(step, cfg.batch_size * D.world)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
-# distributed
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    device: str = "cpu"
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self):
-        if self.world > 1:
-            dist.barrier()
-
-    def mean(self, values: list[float]) -> list[float]:
-        if self.world == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.startswith("cuda") else "cpu")
-        dist.all_reduce(t)
-        return (t / self.world).tolist()
-
-
-def init_distributed(device: str = "auto") -> Dist:
-    """Join the process group torchrun set up (WORLD_SIZE > 1), else a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(device)
-    if world <= 1:
-        return Dist(0, 1, device)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.startswith("cuda"):
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Dist(rank, world, device, owns)
-
-
-# ---------------------------------------------------------------------------------------------
-# the loop
+# healing
 
 
 def _check_resume(state: dict, cfg: HealConfig, kept: list[int], fingerprint: str, ckpt_path: Path) -> None:
@@ -346,9 +315,8 @@ def heal(model_dir, manifests: list[str], out, cfg: HealConfig | None = None, *,
 
     Under torchrun every process calls this; rank 0 logs, checkpoints and saves. ``stop_after``
     ends this run after that many steps (checkpointed, no output): a later call resumes.
+    The steps run in ``prune_tools.loop.run_loop``; this function sets up what trains and writes the result.
     """
-    from .train import Checkpoint, ctc_loss, lr_factor
-
     cfg = cfg or HealConfig()
     if cfg.steps < 0:
         raise SlimError(f"--steps {cfg.steps} must be >= 0", param="steps")
@@ -359,7 +327,6 @@ def heal(model_dir, manifests: list[str], out, cfg: HealConfig | None = None, *,
     if not rows:
         raise SlimError("the training manifest is empty", param="data")
     D = init_distributed(device)
-    t0 = time.time()
     try:
         model = load_model(model_dir, device=D.device)
         tasks = model.resolve_tasks(tasks_req)
@@ -376,104 +343,30 @@ def heal(model_dir, manifests: list[str], out, cfg: HealConfig | None = None, *,
                                 param="teacher")
             for p in teacher_model.parameters():
                 p.requires_grad_(False)
+            teacher_model.eval()
         peft_model, groups = setup_trainable(model, cfg, adapter)
         n_trainable = {g["name"]: sum(p.numel() for p in g["params"]) for g in groups}
         data = HealData(rows, tasks, cfg.seed, model.max_audio_seconds)
         use_ctc = ("projector" in cfg.train and cfg.ctc_weight > 0
                    and hasattr(getattr(model, "projector", None), "blank_id"))
-        student = Student(model)
-        step_module = student
-        if D.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            step_module = DDP(student, device_ids=[int(D.device.split(":")[1])] if D.device.startswith("cuda")
-                              else None)
         opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups],
                                 weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-        base_lrs = [g["lr"] for g in opt.param_groups]
-        work.mkdir(parents=True, exist_ok=True)
-        ckpt = Checkpoint(work / "ckpt.pt")
-        state = ckpt.load()
-        start, elapsed0 = 0, 0.0
-        if state is not None:
-            _check_resume(state, cfg, kept, fingerprint, ckpt.path)
-            missing = set(state["params"]) - set(dict(model.named_parameters()))
-            if missing:
-                raise SlimError(f"checkpoint {ckpt.path} has parameters this model lacks ({sorted(missing)[:3]}...):"
-                                " use another --work dir", param="work")
-            model.load_state_dict(state["params"], strict=False)
-            opt.load_state_dict(state["optimizer"])
-            start, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
-            log.info("heal: resuming from %s at step %d", ckpt.path, start)
-            if state.get("world_size", D.world) != D.world:
-                log.warning("heal: the checkpoint was written by %d process(es), this run has %d: the global batch "
-                            "changes from %d to %d", state["world_size"], D.world,
-                            cfg.batch_size * state["world_size"], cfg.batch_size * D.world)
-        total = cfg.steps
-        end = total if stop_after is None else min(total, start + stop_after)
-        if D.main:
-            write_json(work / "heal_config.json", {"model": str(Path(model_dir).resolve()), "config": cfg.to_dict(),
-                                                   "teacher": str(teacher) if teacher else None,
-                                                   "world_size": D.world, "kept_layers": kept})
 
-        def save_ckpt(step):
+        def on_start(_step: int) -> None:  # after the checkpoint check: a refused run leaves the dir as it was
             if D.main:
-                ckpt.save({"params": trainable_state(model), "optimizer": opt.state_dict(), "step": step,
-                           "elapsed_s": elapsed0 + time.time() - t0, "config": cfg.to_dict(),
-                           "kept_layers": kept, "model_fingerprint": fingerprint, "world_size": D.world})
+                write_json(work / "heal_config.json", {"model": str(Path(model_dir).resolve()),
+                                                       "config": cfg.to_dict(),
+                                                       "teacher": str(teacher) if teacher else None,
+                                                       "world_size": D.world, "kept_layers": kept})
 
-        model.train()
-        if teacher_model is not None:
-            teacher_model.eval()
-        params = [p for g in opt.param_groups for p in g["params"]]
-        losses: list[float] = []
-        bar = tqdm(total=total, initial=start, desc="heal", mininterval=5, disable=not (D.main and progress))
-        with open(work / "log.jsonl", "a") if D.main else open(os.devnull, "w") as logf:
-            for step in range(start, end):
-                for g, lr in zip(opt.param_groups, base_lrs):
-                    g["lr"] = lr * lr_factor(cfg, step, total)
-                torch.manual_seed(cfg.seed * 7919 + step * D.world + D.rank)  # LoRA dropout, reproducible on resume
-                btasks, wavs, targets, transcripts = data.batch(step, cfg.batch_size, D.rank, D.world)
-                logits, labels, aux = step_module(btasks, wavs, targets)
-                s_logits, gold = target_logits(logits, labels)
-                ce = F.cross_entropy(s_logits.float(), gold)
-                loss, parts = ce, {"ce": float(ce.detach())}
-                if teacher_model is not None:
-                    with torch.no_grad():
-                        t_logits, t_labels, _ = Student(teacher_model)(btasks, wavs, targets)
-                    t_sel, t_gold = target_logits(t_logits, t_labels)
-                    if not torch.equal(t_gold, gold):
-                        raise SlimError("teacher and student tokenize the targets differently: use the model this "
-                                        "one was pruned from as --teacher", param="teacher")
-                    kl = distill_kl(s_logits, t_sel, cfg.temperature)
-                    loss = (1 - cfg.distill_weight) * ce + cfg.distill_weight * kl
-                    parts["kl"] = float(kl.detach())
-                if use_ctc and aux.get("ctc_logits") is not None:
-                    ids = [model.text_ids(t) for t in transcripts]
-                    ctc = ctc_loss(aux["ctc_logits"], aux["ctc_lengths"], ids, model.projector.blank_id)
-                    loss = loss + cfg.ctc_weight * ctc
-                    parts["ctc"] = float(ctc.detach())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                opt.step()
-                names = ["loss", *parts]
-                means = D.mean([float(loss.detach()), *parts.values()])
-                rec = {"step": step + 1, **{k: round(v, 5) for k, v in zip(names, means)},
-                       "lr": opt.param_groups[0]["lr"], "grad_norm": round(float(grad_norm), 4),
-                       "tasks": data.task_counts(step, cfg.batch_size * D.world),
-                       "elapsed_s": round(elapsed0 + time.time() - t0, 2)}
-                losses.append(rec["loss"])
-                if D.main:
-                    logf.write(json.dumps(rec) + "\n")
-                    logf.flush()
-                bar.set_postfix(loss=rec["loss"], refresh=False)
-                bar.update(1)
-                if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
-                    save_ckpt(step + 1)
-        bar.close()
-        if end < total:
-            log.info("heal: stopped after step %d of %d (resume by re-running)", end, total)
+        result = run_loop(
+            "heal", work, model, opt, HealStep(model, data, cfg, D, teacher_model, use_ctc), cfg.schedule(),
+            dist=D, forward_module=Student(model), seed=cfg.seed, stop_after=stop_after, progress=progress,
+            meta={"config": cfg.to_dict(), "kept_layers": kept, "model_fingerprint": fingerprint},
+            check_resume=partial(_check_resume, cfg=cfg, kept=kept, fingerprint=fingerprint,
+                                 ckpt_path=work / "ckpt.pt"),
+            on_start=on_start)
+        if not result.finished:
             D.barrier()
             return None
         provenance = None
@@ -483,7 +376,7 @@ def heal(model_dir, manifests: list[str], out, cfg: HealConfig | None = None, *,
             if peft_model is not None:
                 adapter_dir = save_adapter(peft_model, model, work / "adapter", fingerprint)
                 model = merge_lora(peft_model)
-            history = _read_log(work / "log.jsonl", total)
+            history = read_log(work / LOG_FILE, cfg.steps)
             parent = {"dir": str(Path(model_dir).resolve()), "fingerprint": fingerprint,
                       "decoder_layers": model.num_decoder_layers, "produced_by": parent_prov.get("produced_by")}
             provenance = {
@@ -502,12 +395,12 @@ def heal(model_dir, manifests: list[str], out, cfg: HealConfig | None = None, *,
                     "teacher": str(Path(teacher).resolve()) if teacher else None,
                     "data": {"manifests": [str(Path(m).resolve()) for m in manifests], "utterances": len(rows),
                              "tasks": [str(t) for t in tasks]},
-                    "steps": total, "world_size": D.world, "device": D.device,
+                    "steps": cfg.steps, "world_size": D.world, "device": D.device,
                     "global_batch": cfg.batch_size * D.world,
                     "first_loss": history[0] if history else None,
                     "final_loss": round(sum(history[-10:]) / len(history[-10:]), 5) if history else None,
-                    "seconds": round(elapsed0 + time.time() - t0, 1),
-                    "log": str((work / "log.jsonl").resolve()),
+                    "seconds": round(result.elapsed_s, 1),
+                    "log": str((work / LOG_FILE).resolve()),
                     "adapter": str(adapter_dir.resolve()) if adapter_dir else None,
                     "initial_adapter": str(Path(adapter).resolve()) if adapter else None,
                 },
@@ -515,24 +408,12 @@ def heal(model_dir, manifests: list[str], out, cfg: HealConfig | None = None, *,
                 **{k: v for k, v in model.describe().items() if k in ("parameters", "weight_bytes")},
             }
             model.eval().save(out, provenance=provenance)
-            log.info("healed %s (%s, %d steps, loss %s -> %s) -> %s", model_dir, "+".join(cfg.train), total,
+            log.info("healed %s (%s, %d steps, loss %s -> %s) -> %s", model_dir, "+".join(cfg.train), cfg.steps,
                      provenance["healing"]["first_loss"], provenance["healing"]["final_loss"], out)
         D.barrier()
         return provenance
     finally:
-        if D.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _read_log(path: Path, total: int) -> list[float]:
-    """Loss per step 1..total from the JSONL log (a resumed run's last record of each step wins)."""
-    by_step: dict[int, float] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                by_step[rec["step"]] = rec["loss"]
-    return [by_step[s] for s in sorted(by_step) if s <= total]
+        D.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,47 +422,24 @@ def _read_log(path: Path, total: int) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspeech heal", description=__doc__.splitlines()[0])
-    d = HealConfig()
     p.add_argument("--model", required=True, help="pruned model dir")
     p.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="training manifest(s), JSONL")
     p.add_argument("--out", required=True, help="healed model dir (LoRA merged)")
     p.add_argument("--work", default=None, help="log, checkpoint and adapter dir (default: OUT.work)")
-    p.add_argument("--train", default="lora,projector", help="lora,projector (default), lora or projector")
     p.add_argument("--teacher", default=None, help="unpruned model dir: logit distillation on target tokens")
     p.add_argument("--adapter", default=None, help="start LoRA from this saved adapter (same layer list)")
-    p.add_argument("--tasks", default=d.tasks)
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
-    p.add_argument("--lr", type=float, default=d.lr, help="LoRA learning rate")
-    p.add_argument("--projector-lr", type=float, default=d.projector_lr)
-    p.add_argument("--lora-r", type=int, default=d.lora_r)
-    p.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
-    p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--distill-weight", type=float, default=d.distill_weight)
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--ctc-weight", type=float, default=d.ctc_weight)
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--limit", type=int, default=None, help="first N utterances of the data")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (torchrun: one GPU per process)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
+    add_options(p, HealConfig, title="healing")
     return p
-
-
-def config_from_args(args) -> HealConfig:
-    return HealConfig(train=args.train, tasks=args.tasks, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      projector_lr=args.projector_lr, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-                      lora_dropout=args.lora_dropout, warmup=args.warmup, distill_weight=args.distill_weight,
-                      temperature=args.temperature, ctc_weight=args.ctc_weight, ckpt_every=args.ckpt_every,
-                      seed=args.seed)
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = config_from_args(args)
+    cfg = config_from_args(HealConfig, args)
     prov = heal(args.model, args.data, args.out, cfg, teacher=args.teacher, work=args.work, adapter=args.adapter,
                 device=args.device, limit=args.limit)
     if prov is not None:

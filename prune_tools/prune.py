@@ -30,33 +30,10 @@ from speechllm.modeldir import default_model_dir, load_model
 from speechllm.surgery import parse_layers, remove_decoder_layers
 from speechllm.tasks import parse_task
 
-from .analyze import AVERAGE, model_fingerprint, read_analysis
+from .analyze import AVERAGE, read_analysis
+from .lineage import layer_list, lineage, model_fingerprint, root_layer_count
 
 log = logging.getLogger(__name__)
-
-
-def layer_list(model) -> list[int]:
-    """The original (root) layer index of each decoder layer this model runs, from its provenance."""
-    L = model.num_decoder_layers
-    kept = (getattr(model, "provenance", None) or {}).get("kept_layers")
-    if kept is None:
-        return list(range(L))
-    if len(kept) != L:
-        raise SlimError(f"model provenance lists {len(kept)} kept layers but the decoder has {L}: "
-                        "the model dir was modified outside slimspeech; re-run prune from the original model",
-                        param="model")
-    return [int(i) for i in kept]
-
-
-def lineage(parent_prov: dict, parent: dict) -> list[dict]:
-    """The chain of model dirs this one derives from, oldest first: the parent's lineage + the parent."""
-    return list(parent_prov.get("lineage") or []) + [
-        {k: parent.get(k) for k in ("dir", "produced_by", "fingerprint", "decoder_layers")}]
-
-
-def root_layer_count(model) -> int:
-    prov = getattr(model, "provenance", None) or {}
-    return int(prov.get("root_decoder_layers") or model.num_decoder_layers)
 
 
 def block_size(fraction: float, num_layers: int) -> int:
@@ -188,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="speech", choices=("speech", "text"), help="analysis input to follow")
     p.add_argument("--task", default="transcribe", help="analysis task to follow: transcribe, translate:fr, ... "
                                                          "or average (mean over the analysed tasks)")
-    p.add_argument("--tokens", default="last", choices=("last", "mean"))
+    p.add_argument("--tokens", default="last", choices=("last", "mean"),
+                   help="analysis token reduction to follow: last token (default) or mean over tokens")
     return p
 
 

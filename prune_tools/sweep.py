@@ -27,10 +27,11 @@ import argparse
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from speechllm.devices import resolve_device
 from speechllm.errors import SlimError
 from speechllm.modeldir import read_json, read_spec, write_json
 from speechllm.tasks import PromptBook
@@ -39,7 +40,9 @@ from . import analyze as analyze_mod
 from .evaluate import TOLERANCE, evaluate, relative_degradation
 from .export import scores_summary, within_tolerance
 from .heal import HealConfig, heal
+from .options import add_options, config_from_args, option
 from .prune import block_size, prune
+from .rows import DEFAULT_TASKS, parse_tasks
 
 log = logging.getLogger(__name__)
 VARIANTS = ("none", "lora", "projector", "both")
@@ -47,20 +50,33 @@ VARIANTS = ("none", "lora", "projector", "both")
 REUSABLE_CHANGES = ("fractions", "ablation_fraction")
 
 
+def parse_fractions(text: str) -> list[float]:
+    """``"0.1,0.2,0.3"`` -> [0.1, 0.2, 0.3] (the option type of ``--fractions``)."""
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad fractions {text!r}: use e.g. 0.1,0.2,0.3") from None
+
+
 @dataclass
 class SweepConfig:
-    fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5])
-    tasks: str = analyze_mod.DEFAULT_TASKS
-    analysis_limit: int | None = 200
-    analysis_batch_size: int = 8
-    eval_limit: int | None = None
-    eval_batch_size: int = 16
-    select_input: str = "speech"
-    select_task: str = "transcribe"
-    select_tokens: str = "last"
-    distill: bool = False
-    ablation_fraction: float | None = None
-    heal: HealConfig = field(default_factory=HealConfig)
+    """The sweep's settings: each field is a ``sweep`` flag with this help; ``heal`` has the ``--heal-*`` flags."""
+
+    fractions: list[float] = option(help="shares of decoder layers to remove, one point each", type=parse_fractions,
+                                    metavar="F,F,...", default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5])
+    tasks: str = option(DEFAULT_TASKS, "tasks analysed, healed on and evaluated")
+    analysis_limit: int | None = option(200, "first N utterances of the analysis data")
+    analysis_batch_size: int = option(8, "utterances per analysis forward pass")
+    eval_limit: int | None = option(None, "first N utterances of each eval split (default: all)")
+    eval_batch_size: int = option(16, "utterances decoded together when evaluating")
+    select_input: str = option("speech", "analysis input whose best block is removed", choices=("speech", "text"))
+    select_task: str = option("transcribe", "task whose best block is removed, or average")
+    select_tokens: str = option("last", "analysis token reduction whose best block is removed",
+                                choices=("last", "mean"))
+    distill: bool = option(False, "distil from the base model while healing")
+    ablation_fraction: float | None = option(None, "fraction of the healing ablation (default: the largest "
+                                                   "fraction within tolerance for transcription)")
+    heal: HealConfig = option(default_factory=HealConfig, cli=False)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -86,8 +102,8 @@ class Sweep:
         self.analysis_data = list(analysis_data or train)
         self.out = Path(out)
         self.cfg = cfg
-        self.device = analyze_mod.pick_device(device)
-        self.tasks = analyze_mod.parse_tasks(cfg.tasks)
+        self.device = resolve_device(device)
+        self.tasks = parse_tasks(cfg.tasks)
         if not cfg.fractions:
             raise SlimError("--fractions is empty: pass e.g. 0.1,0.2,0.3", param="fractions")
 
@@ -316,44 +332,30 @@ def sweep(model_dir, train, eval_data, out, cfg: SweepConfig | None = None, **kw
     return Sweep(model_dir, train, eval_data, out, cfg or SweepConfig(), **kw).run()
 
 
-def _floats(text: str, flag: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise SlimError(f"bad {flag} {text!r}: use e.g. 0.1,0.2,0.3", param=flag.lstrip("-")) from None
+#: sweep's flags of HealConfig fields are --heal-<field>; these kept their older names too
+HEAL_ALIASES = {"lora_r": ["--lora-r"], "lora_alpha": ["--lora-alpha"], "seed": ["--seed"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspeech sweep", description=__doc__.splitlines()[0])
-    h = HealConfig()
     p.add_argument("--model", required=True, help="the unpruned base model dir")
     p.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="training manifest(s) for healing")
     p.add_argument("--eval-data", nargs="+", required=True, metavar="MANIFEST", help="one manifest per split")
     p.add_argument("--analysis-data", nargs="+", default=None, metavar="MANIFEST", help="default: --data")
-    p.add_argument("--out", required=True)
-    p.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5")
-    p.add_argument("--tasks", default=analyze_mod.DEFAULT_TASKS)
-    p.add_argument("--analysis-limit", type=int, default=200)
-    p.add_argument("--eval-limit", type=int, default=None, help="first N utterances of each eval split")
-    p.add_argument("--eval-batch-size", type=int, default=16)
-    p.add_argument("--select-input", default="speech", choices=("speech", "text"))
-    p.add_argument("--select-task", default="transcribe", help="task whose best block is removed, or average")
-    p.add_argument("--select-tokens", default="last", choices=("last", "mean"))
-    p.add_argument("--ablation-fraction", type=float, default=None,
-                   help="default: the largest fraction within tolerance for transcription")
-    p.add_argument("--heal-train", default="lora,projector")
-    p.add_argument("--heal-steps", type=int, default=h.steps)
-    p.add_argument("--heal-batch-size", type=int, default=h.batch_size)
-    p.add_argument("--heal-lr", type=float, default=h.lr)
-    p.add_argument("--heal-projector-lr", type=float, default=h.projector_lr)
-    p.add_argument("--heal-warmup", type=int, default=h.warmup)
-    p.add_argument("--lora-r", type=int, default=h.lora_r)
-    p.add_argument("--lora-alpha", type=int, default=h.lora_alpha)
-    p.add_argument("--distill", action="store_true", help="distil from the base model while healing")
-    p.add_argument("--seed", type=int, default=h.seed)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", required=True, help="sweep dir (re-run with the same flags to resume)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_options(p, SweepConfig, title="sweep")
+    # the healing flags of `slimspeech heal`, prefixed; the tasks are the sweep's own --tasks
+    add_options(p, HealConfig, prefix="heal-", exclude=("tasks",), aliases=HEAL_ALIASES, title="healing")
     return p
+
+
+def config_from_parsed(args: argparse.Namespace) -> SweepConfig:
+    """The SweepConfig of parsed sweep flags, its ``heal`` from the ``--heal-*`` ones and the sweep's ``--tasks``."""
+    cfg = config_from_args(SweepConfig, args)
+    cfg.heal = config_from_args(HealConfig, args, prefix="heal-", exclude=("tasks",), tasks=cfg.tasks)
+    return cfg
 
 
 def main(argv: list[str]) -> int:
@@ -362,14 +364,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    heal_cfg = HealConfig(train=args.heal_train, tasks=args.tasks, steps=args.heal_steps,
-                          batch_size=args.heal_batch_size, lr=args.heal_lr, projector_lr=args.heal_projector_lr,
-                          warmup=args.heal_warmup, lora_r=args.lora_r, lora_alpha=args.lora_alpha, seed=args.seed)
-    cfg = SweepConfig(fractions=_floats(args.fractions, "--fractions"), tasks=args.tasks,
-                      analysis_limit=args.analysis_limit, eval_limit=args.eval_limit,
-                      eval_batch_size=args.eval_batch_size, select_input=args.select_input,
-                      select_task=args.select_task, select_tokens=args.select_tokens, distill=args.distill,
-                      ablation_fraction=args.ablation_fraction, heal=heal_cfg)
+    cfg = config_from_parsed(args)
     r = sweep(args.model, args.data, args.eval_data, args.out, cfg, analysis_data=args.analysis_data,
               device=args.device)
     print(f"sweep of {len(r['points'])} fractions -> {args.out}/sweep.json; largest fraction within "

@@ -18,7 +18,7 @@ to fit a 754-word grammar, 12 voices and noise):
   audio-like inputs before it sees audio; the text is unlimited, so this is where translation
   is learned.
 - ``ctc``: the encoder and a CTC head over the decoder's vocabulary on speech, beside ``text``
-  (one core each; whichever finishes first hands its core to the other). A curriculum: clean
+  (half the cores each; whichever finishes first hands its cores to the other). A curriculum: clean
   features first (the alignment forms faster), mel warp + SpecAugment from
   ``ctc_augment_from``, fresh noise on clean clips from ``ctc_noise_from``.
 - ``joint``: both connected through the ``ctc_compress`` projector (its MLP residual zero-init),
@@ -26,9 +26,14 @@ to fit a 754-word grammar, 12 voices and noise):
   like the end of ``ctc``; ``--joint-lr-encoder 0`` freezes the encoder and CTC head instead.
 - ``ship``: the joint model in fp16 to ``speechllm/assets/demo`` with provenance and dev scores.
 
-Every stage logs JSONL (``<out>/<stage>/log.jsonl``), shows a progress bar, checkpoints every
-``ckpt_every`` steps and resumes from its checkpoint when re-run. Batches derive from
-(seed, step), so a resumed run draws the same data as an uninterrupted one.
+Every stage runs in the shared loop (``prune_tools.loop.run_loop``, as ``heal`` does): it logs
+JSONL (``<out>/<stage>/log.jsonl``), shows a progress bar, checkpoints every ``ckpt_every`` steps
+and resumes from its checkpoint when re-run. Batches derive from (seed, step), so a resumed run
+draws the same data as an uninterrupted one.
+
+Cores (``--cores``, default: all this process may use, so 2 on the 2-core machine the demo was
+trained on): ``all`` runs ``text`` and ``ctc`` as two child processes on half the cores each;
+``--threads`` overrides the threads of one process.
 """
 
 from __future__ import annotations
@@ -47,7 +52,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from speechllm.audio import LogMel, load_audio
@@ -59,6 +63,9 @@ from speechllm.modeldir import DEMO_DIR, read_json, write_json
 from speechllm.tasks import Task
 from speechllm.tokenizer import TASK_TOKENS, train_bpe_tokenizer
 
+from .loop import Schedule, Step, combine_losses, ctc_loss, run_loop
+from .options import add_options, config_from_args, option, to_argv
+from .rows import reference
 from .scoring import score_task, wer
 
 log = logging.getLogger(__name__)
@@ -68,55 +75,52 @@ TASK_MIX = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")
 
 @dataclass
 class TrainConfig:
-    data: str = "data/bench"
-    out: str = "runs/demo"
-    seed: int = 0
-    vocab_size: int = 4000
-    tokenizer_sentences: int = 40000
-    # decoder (Llama); >= 12 layers so there is redundancy to measure
-    dec_layers: int = 12
-    dec_hidden: int = 256
-    dec_heads: int = 4
-    dec_intermediate: int = 768
-    # encoder (Whisper-style, 4x downsampling) and projector: ctc_compress (about one audio token per
-    # text token) or ctc_embed (stack 2 -> 12.5 audio tokens/s)
-    projector: str = "ctc_compress"
-    enc_layers: int = 4
-    enc_dim: int = 256
-    enc_heads: int = 4
-    enc_ffn: int = 1024
-    stack: int = 2
-    max_audio_seconds: float = 16.0
-    batch_size: int = 32
-    text_steps: int = 6000
-    text_lr: float = 1e-3
-    ctc_steps: int = 7000
-    ctc_lr: float = 1.5e-3
-    # from this step on the ctc stage augments (mel warp + SpecAugment); before it, clean features
-    # let the first alignment form faster. The joint stage always augments.
-    ctc_augment_from: int = 2400
-    # from this step on (and in joint) a clean training clip gets fresh noise (the benchmark's own
-    # white/pink/brown mix, SNR 5-20 dB) with this probability, features recomputed from the audio
-    ctc_noise_from: int = 3500
-    noise_prob: float = 0.4
-    joint_steps: int = 900
-    joint_lr_decoder: float = 5e-4
-    joint_lr_projector: float = 1e-3
-    joint_lr_encoder: float = 1e-4
-    ctc_weight: float = 0.3
-    warmup: int = 100
-    decay_from: float = 0.7  # constant LR until this fraction of the steps, then linear decay to 10%
-    ckpt_every: int = 100
-    eval_every: int = 300
-    eval_size: int = 100
-    # continue training: the joint stage starts from this model dir (e.g. the shipped demo model)
-    # instead of the text/ctc checkpoints; run `--stage prep` first for the feature cache
-    init_from: str = ""
+    """The recipe: every field is a ``slimspeech train`` flag (``--dec-layers``) with this help text."""
 
-    @classmethod
-    def from_args(cls, args) -> "TrainConfig":
-        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-                      if getattr(args, f.name, None) is not None})
+    data: str = option("data/bench", "benchmark dir of slimspeech make-data (train/dev manifests)")
+    out: str = option("runs/demo", "run dir: one subdir per stage (log, checkpoint, DONE)")
+    seed: int = option(0, "seed of the model init, the batches and the augmentation")
+    vocab_size: int = option(4000, "byte-level BPE vocabulary size")
+    tokenizer_sentences: int = option(40000, "fresh grammar sentences (x3 languages) added to the tokenizer text")
+    dec_layers: int = option(12, "decoder (Llama) layers; >= 12 leaves redundancy to measure")
+    dec_hidden: int = option(256, "decoder hidden size")
+    dec_heads: int = option(4, "decoder attention heads")
+    dec_intermediate: int = option(768, "decoder MLP size")
+    projector: str = option("ctc_compress", "ctc_compress (about one audio token per text token) or ctc_embed "
+                                            "(stacked frames: 12.5 audio tokens/s)",
+                            choices=("ctc_compress", "ctc_embed"))
+    enc_layers: int = option(4, "encoder (Whisper-style, 4x downsampling) layers")
+    enc_dim: int = option(256, "encoder width")
+    enc_heads: int = option(4, "encoder attention heads")
+    enc_ffn: int = option(1024, "encoder MLP size")
+    stack: int = option(2, "ctc_embed: encoder frames stacked per audio token")
+    max_audio_seconds: float = option(16.0, "longest clip the encoder takes")
+    batch_size: int = option(32, "utterances (or sentences) per step")
+    text_steps: int = option(6000, "steps of the text stage")
+    text_lr: float = option(1e-3, "peak LR of the text stage")
+    ctc_steps: int = option(7000, "steps of the ctc stage")
+    ctc_lr: float = option(1.5e-3, "peak LR of the ctc stage")
+    ctc_augment_from: int = option(2400, "ctc stage: mel warp + SpecAugment from this step on (clean features "
+                                         "before it let the first alignment form faster; joint always augments)")
+    ctc_noise_from: int = option(3500, "ctc stage: fresh noise on clean clips from this step on (and in joint)")
+    noise_prob: float = option(0.4, "probability that a clean training clip gets fresh noise (the benchmark's "
+                                    "white/pink/brown mix, SNR 5-20 dB), features recomputed from the audio")
+    joint_steps: int = option(900, "steps of the joint stage")
+    joint_lr_decoder: float = option(5e-4, "joint stage: decoder LR")
+    joint_lr_projector: float = option(1e-3, "joint stage: projector LR")
+    joint_lr_encoder: float = option(1e-4, "joint stage: encoder + CTC head LR (0: frozen, no CTC loss)")
+    ctc_weight: float = option(0.3, "joint stage: weight of the auxiliary CTC loss")
+    warmup: int = option(100, "linear LR warmup steps of every stage")
+    decay_from: float = option(0.7, "constant LR until this fraction of a stage's steps, then linear decay to 10%")
+    ckpt_every: int = option(100, "checkpoint every N steps (and at a stage's last step)")
+    eval_every: int = option(300, "dev evaluation every N steps (and at a stage's last step)")
+    eval_size: int = option(100, "dev utterances per evaluation")
+    init_from: str = option("", "continue training: the joint stage starts from this model dir (e.g. the shipped "
+                                "demo model) instead of the text/ctc checkpoints; run --stage prep first for the "
+                                "feature cache")
+    cores: int = option(0, "CPU cores the recipe plans with (0: those this process may use): text and ctc run side "
+                           "by side on half each, the one left takes all once the other is done; the other "
+                           "stages use all")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,94 +188,47 @@ def build_model(cfg: TrainConfig, tok):
 
 
 # ---------------------------------------------------------------------------------------------
-# the shared loop
+# running a stage and the cores it gets
 
 
-def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    start = int(cfg.decay_from * total)
-    if step < start:
-        return 1.0
-    return 1.0 - 0.9 * (step - start) / max(1, total - start)
+def run_stage_loop(cfg: TrainConfig, stage: str, module: torch.nn.Module, prefixes: tuple[str, ...],
+                   optimizer: torch.optim.Optimizer, total: int, step_fn, eval_fn=None, on_step=None) -> None:
+    """``step_fn(step) -> Step`` for ``total`` steps through the shared loop in ``<out>/<stage>``, then ``DONE``.
+
+    The checkpoint holds ``module.state_dict()`` entries under ``prefixes`` (what the next stage loads).
+    """
+    result = run_loop(stage, stage_dir(cfg, stage), module, optimizer, lambda step, _net: step_fn(step),
+                      Schedule(total, cfg.warmup, cfg.decay_from, max_grad_norm=1.0, ckpt_every=cfg.ckpt_every,
+                               eval_every=cfg.eval_every),
+                      state_prefixes=prefixes, eval_fn=eval_fn, on_step=on_step, decimals=4)
+    (stage_dir(cfg, stage) / "DONE").write_text(json.dumps({"steps": total, "elapsed_s": result.elapsed_s}) + "\n")
 
 
-class Checkpoint:
-    """Atomic checkpoint of the trained parameters + optimizer + step."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def load(self):
-        return torch.load(self.path, weights_only=False) if self.path.exists() else None
-
-    def save(self, state: dict) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else os.cpu_count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
-def train_loop(cfg: TrainConfig, stage: str, module: torch.nn.Module, prefixes: tuple[str, ...],
-               optimizer: torch.optim.Optimizer, total: int, step_fn, eval_fn=None, on_step=None) -> None:
-    """Run ``step_fn(step) -> (loss, logs)`` for ``total`` steps with LR schedule, logging, resume."""
-    d = stage_dir(cfg, stage)
-    ckpt = Checkpoint(d / "ckpt.pt")
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    state = ckpt.load()
-    start = 0
-    if state is not None:
-        module.load_state_dict(state["params"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
-        log.info("%s: resuming at step %d", stage, start)
-        if (d / "log.jsonl").exists():  # drop records of steps after the checkpoint: they are re-run
-            kept = [line for line in (d / "log.jsonl").read_text().splitlines()
-                    if line and json.loads(line)["step"] <= start]
-            (d / "log.jsonl").write_text("".join(line + "\n" for line in kept))
-    elapsed0 = state["elapsed_s"] if state else 0.0
-    t0 = time.time()
-
-    def save(step):
-        params = {k: v for k, v in module.state_dict().items() if k.startswith(prefixes)}
-        ckpt.save({"params": params, "optimizer": optimizer.state_dict(), "step": step,
-                   "elapsed_s": elapsed0 + time.time() - t0})
-
-    with open(d / "log.jsonl", "a") as logf, tqdm(total=total, initial=start, desc=stage, mininterval=5) as bar:
-        for step in range(start, total):
-            if on_step:
-                on_step(step)
-            for g, lr in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = lr * lr_factor(cfg, step, total)
-            module.train()
-            loss, logs = step_fn(step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
-            optimizer.step()
-            rec = {"step": step + 1, "loss": round(float(loss.detach()), 4), "lr": optimizer.param_groups[0]["lr"],
-                   "elapsed_s": round(elapsed0 + time.time() - t0, 1), **logs}
-            if eval_fn and ((step + 1) % cfg.eval_every == 0 or step + 1 == total):
-                module.eval()
-                rec.update(eval_fn())
-                log.info("%s step %d: %s", stage, step + 1, rec)
-            logf.write(json.dumps(rec) + "\n")
-            logf.flush()
-            bar.set_postfix(loss=rec["loss"], refresh=False)
-            bar.update(1)
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == total:
-                save(step + 1)
-    (d / "DONE").write_text(json.dumps({"steps": total, "elapsed_s": round(elapsed0 + time.time() - t0, 1)}) + "\n")
+def core_plan(cfg: TrainConfig) -> dict[str, int]:
+    """Torch threads per stage: text and ctc side by side on half the cores each (ctc, the slower, gets
+    an odd one), every other stage on all of them. ``cfg.cores`` 0: ``available_cores()``."""
+    n = cfg.cores or available_cores()
+    text = max(1, n // 2)
+    return {"prep": n, "text": text, "ctc": max(1, n - text), "joint": n, "ship": n}
 
 
-def both_cores_once_done(cfg: TrainConfig, stage: str, other: str):
-    """An ``on_step`` for stages that run side by side on one core each: once ``other`` has
-    finished, ``stage`` takes both cores."""
+def all_cores_once_done(cfg: TrainConfig, stage: str, other: str):
+    """An ``on_step`` for the stages that run side by side: once ``other`` has finished, ``stage``
+    takes every core of the plan."""
     done = Path(cfg.out) / other / "DONE"
+    cores = cfg.cores or available_cores()
 
     def on_step(step: int) -> None:
-        if step % 50 == 0 and torch.get_num_threads() < 2 and done.exists():
-            torch.set_num_threads(2)
-            log.info("%s: %s stage done, now on 2 threads", stage, other)
+        if step % 50 == 0 and torch.get_num_threads() < cores and done.exists():
+            torch.set_num_threads(cores)
+            log.info("%s: %s stage done, now on %d threads", stage, other, cores)
 
     return on_step
 
@@ -375,7 +332,7 @@ def stage_text(cfg: TrainConfig) -> None:
         inp = model.assemble(prompts, targets)
         out = dec(inputs_embeds=inp.inputs_embeds, attention_mask=inp.attention_mask,
                   position_ids=inp.position_ids, labels=inp.labels)
-        return out.loss, {}
+        return Step(out.loss)
 
     def eval_fn():
         # copy/translate from pseudo-audio of dev sentences (no audio model yet)
@@ -391,12 +348,12 @@ def stage_text(cfg: TrainConfig) -> None:
                     before, after = model.prompt_ids(task)
                     prompts.append(torch.cat([E[before], audio, E[after]]))
                 hyps = [decode(model, x) for x in greedy_generate(model, model.assemble(prompts), 64)]
-                refs = [r["text"] if task.name == "transcribe" else r["translation"][task.target_lang] for r in dev]
+                refs = [reference(r, task) for r in dev]
                 res.update({f"{task.label}_{k}": v for k, v in score_task(task.label, refs, hyps).items() if k != "n"})
         return res
 
-    train_loop(cfg, "text", holder, ("decoder.", "blank"), opt, cfg.text_steps, step_fn, eval_fn,
-               on_step=both_cores_once_done(cfg, "text", "ctc"))
+    run_stage_loop(cfg, "text", holder, ("decoder.", "blank"), opt, cfg.text_steps, step_fn, eval_fn,
+                   on_step=all_cores_once_done(cfg, "text", "ctc"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,13 +437,6 @@ def with_fresh_noise(data: dict, idx: list[int], prob: float, rng: np.random.Gen
     return out
 
 
-def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]], blank: int) -> torch.Tensor:
-    logp = logits.float().log_softmax(-1).transpose(0, 1)
-    flat = torch.tensor([t for seq in targets for t in seq], dtype=torch.long)
-    tl = torch.tensor([len(seq) for seq in targets])
-    return F.ctc_loss(logp, flat, lengths.cpu(), tl, blank=blank, zero_infinity=True)
-
-
 def ctc_greedy(logits: torch.Tensor, lengths: torch.Tensor, blank: int) -> list[list[int]]:
     best = logits.argmax(-1).tolist()
     out = []
@@ -519,7 +469,7 @@ def stage_ctc(cfg: TrainConfig) -> None:
         if step >= cfg.ctc_augment_from:
             x = augment(x, lengths, g)
         h, hl = enc(x, lengths)
-        return ctc_loss(head(h), hl, [targets[i] for i in idx], blank), {}
+        return Step(ctc_loss(head(h), hl, [targets[i] for i in idx], blank))
 
     def eval_fn():
         m = min(len(dev["feats"]), 2 * cfg.eval_size)
@@ -531,8 +481,8 @@ def stage_ctc(cfg: TrainConfig) -> None:
                 hyps += [tok.decode(ids).strip() for ids in ctc_greedy(head(h), hl, blank)]
         return {"ctc_wer": round(wer([r["text"] for r in dev["rows"][:m]], hyps), 2)}
 
-    train_loop(cfg, "ctc", holder, ("encoder.", "ctc_head."), opt, cfg.ctc_steps, step_fn, eval_fn,
-               on_step=both_cores_once_done(cfg, "ctc", "text"))
+    run_stage_loop(cfg, "ctc", holder, ("encoder.", "ctc_head."), opt, cfg.ctc_steps, step_fn, eval_fn,
+                   on_step=all_cores_once_done(cfg, "ctc", "text"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -569,7 +519,7 @@ def evaluate_features(model, rows: list[dict], feats: list[torch.Tensor], tasks=
                 x, lengths = _pad(feats[s:s + batch])
                 prompts, _ = model.embed_features([task] * x.shape[0], x, lengths)
                 hyps += [decode(model, ids) for ids in greedy_generate(model, model.assemble(prompts))]
-            refs = [r["text"] if task.name == "transcribe" else r["translation"][task.target_lang] for r in rows]
+            refs = [reference(r, task) for r in rows]
             res.update({f"{task.label}_{k}": v for k, v in score_task(task.label, refs, hyps).items() if k != "n"})
     return res
 
@@ -605,8 +555,7 @@ def stage_joint(cfg: TrainConfig) -> None:
         idx = torch.randint(0, n, (cfg.batch_size,), generator=g).tolist()
         which = torch.randint(0, 10, (cfg.batch_size,), generator=g).tolist()
         tasks = [TASK_MIX[0] if w < 4 else TASK_MIX[1] if w < 7 else TASK_MIX[2] for w in which]
-        targets = [rows[i]["text"] if t.name == "transcribe" else rows[i]["translation"][t.target_lang]
-                   for i, t in zip(idx, tasks)]
+        targets = [reference(rows[i], t) for i, t in zip(idx, tasks)]
         x, lengths = _pad(with_fresh_noise(data, idx, cfg.noise_prob, np.random.default_rng([cfg.seed, 4, step])))
         x = augment(x, lengths, g)
         prompts, aux = model.embed_features(tasks, x, lengths)
@@ -614,15 +563,16 @@ def stage_joint(cfg: TrainConfig) -> None:
         out = model.decoder(inputs_embeds=inp.inputs_embeds, attention_mask=inp.attention_mask,
                             position_ids=inp.position_ids, labels=inp.labels)
         if frozen:
-            return out.loss, {"ce": round(out.loss.item(), 4)}
+            return combine_losses(out.loss)
         ctc = ctc_loss(aux["ctc_logits"], aux["ctc_lengths"], [en_ids[i] for i in idx], model.projector.blank_id)
-        return out.loss + cfg.ctc_weight * ctc, {"ce": round(out.loss.item(), 4), "ctc": round(ctc.item(), 4)}
+        return combine_losses(out.loss, ctc=ctc, ctc_weight=cfg.ctc_weight)
 
     def eval_fn():
         m = cfg.eval_size
         return evaluate_features(model, dev["rows"][:m], dev["feats"][:m])
 
-    train_loop(cfg, "joint", model, ("encoder.", "projector.", "decoder."), opt, cfg.joint_steps, step_fn, eval_fn)
+    run_stage_loop(cfg, "joint", model, ("encoder.", "projector.", "decoder."), opt, cfg.joint_steps, step_fn,
+                   eval_fn)
     del tok
 
 
@@ -667,10 +617,11 @@ def ship(cfg: TrainConfig, dest: Path = DEMO_DIR) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspeech train", description=__doc__.splitlines()[0])
-    p.add_argument("--stage", default="all", choices=("all",) + STAGES)
-    for f in dataclasses.fields(TrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 for text/ctc, else 2)")
+    p.add_argument("--stage", default="all", choices=("all",) + STAGES,
+                   help="one stage, or all (default): prep, then text and ctc side by side, then joint")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of this process (default: the stage's share of --cores)")
+    add_options(p, TrainConfig, title="recipe")
     return p
 
 
@@ -678,26 +629,32 @@ def run_stage(cfg: TrainConfig, stage: str) -> None:
     {"prep": prep, "text": stage_text, "ctc": stage_ctc, "joint": stage_joint, "ship": ship}[stage](cfg)
 
 
+def stage_command(cfg: TrainConfig, stage: str, threads: int) -> list[str]:
+    """The command of a child process that runs ``stage`` of exactly this recipe (its fields as flags)."""
+    return [sys.executable, "-m", "speechllm.cli", "train", *to_argv(cfg, exclude=("data", "out")),
+            "--data", cfg.data, "--out", cfg.out, "--stage", stage, "--threads", str(threads)]
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    cfg = TrainConfig.from_args(args)
+    cfg = config_from_args(TrainConfig, args)
     if not (Path(cfg.data) / "train.jsonl").exists():
         raise SlimError(f"no train.jsonl in {cfg.data}: run `slimspeech make-data --out {cfg.data}` first")
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     write_json(Path(cfg.out) / "train_config.json", dataclasses.asdict(cfg))
     torch.manual_seed(cfg.seed)
+    plan = core_plan(cfg)
     if args.stage != "all":
-        torch.set_num_threads(args.threads or (1 if args.stage in ("text", "ctc") else 2))
+        torch.set_num_threads(args.threads or plan[args.stage])
         run_stage(cfg, args.stage)
         return 0
+    torch.set_num_threads(args.threads or plan["prep"])
     prep(cfg)
-    # text and ctc side by side, one core each, in child processes (resumable independently)
-    base = [sys.executable, "-m", "speechllm.cli", "train", "--data", cfg.data, "--out", cfg.out]
-    extra = [x for x in argv if x not in ("--stage", "all")]
-    procs = [subprocess.Popen(base + extra + ["--stage", s, "--threads", "1"]) for s in ("ctc", "text")]
+    # text and ctc side by side in child processes (resumable independently), each on its share of the cores
+    procs = [subprocess.Popen(stage_command(cfg, s, plan[s])) for s in ("ctc", "text")]
     codes = [p.wait() for p in procs]
     if any(codes):
         raise SlimError(f"stages ctc/text exited with {codes}: see {cfg.out}/*/log.jsonl, then re-run to resume")
-    torch.set_num_threads(args.threads or 2)
+    torch.set_num_threads(args.threads or plan["joint"])
     stage_joint(cfg)
     return 0

@@ -36,9 +36,11 @@ from typing import Iterable
 
 import numpy as np
 
+from speechllm.errors import SlimError
+
 from .grammar import Grammar, Sentence
 from .manifest import ManifestError, read_manifest, write_manifest
-from .synth import (PITCH_RANGE, SPEED_RANGE, TRAIN_VOICES, UNSEEN_VOICES, add_noise, read_audio,
+from .synth import (PITCH_RANGE, SPEED_RANGE, TRAIN_VOICES, UNSEEN_VOICES, SynthError, add_noise, read_audio,
                     require_tools, synthesize, tool_versions, write_audio)
 
 __all__ = ["SPLITS", "DEFAULT_SIZES", "GENERATOR", "VERSION", "make_data", "excluded_sentences",
@@ -81,8 +83,8 @@ def _unique_sentences(grammar: Grammar, rng: random.Random, n: int, exclude: set
     while len(out) < n:
         tries += 1
         if tries > limit:
-            raise RuntimeError(f"could only draw {len(out)} unique sentences for {what} out of {n} requested; "
-                               "ask for fewer")
+            raise SlimError(f"could only draw {len(out)} unique sentences for {what} out of {n} requested; "
+                            "ask for fewer", param="sizes")
         s = grammar.sample(rng)
         if s.en not in seen:
             seen.add(s.en)
@@ -166,7 +168,7 @@ def make_data(out: str | Path, seed: int = 0, sizes: dict | None = None, workers
     t0 = time.time()
     sizes = parse_sizes(sizes)
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise SlimError(f"--workers: must be 1 or more, got {workers}", param="workers")
     require_tools()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -251,7 +253,7 @@ def _run_jobs(jobs: list[dict], workers: int) -> list[float]:
 def parse_sizes(sizes: dict | str | None) -> dict[str, int]:
     """Normalise sizes: a dict or "train=100,dev=10" string -> every split with a non-negative int.
 
-    Raises ValueError naming the bad split or value.
+    Raises SlimError (a ValueError) naming the bad split or value.
     """
     result = dict(DEFAULT_SIZES)
     if sizes is None:
@@ -261,32 +263,28 @@ def parse_sizes(sizes: dict | str | None) -> dict[str, int]:
         for part in filter(None, (p.strip() for p in sizes.split(","))):
             name, sep, value = part.partition("=")
             if not sep:
-                raise ValueError(f"--sizes: {part!r} is not SPLIT=N; write e.g. train=24000,dev=300")
+                raise SlimError(f"--sizes: {part!r} is not SPLIT=N; write e.g. train=24000,dev=300", param="sizes")
             items[name.strip()] = value.strip()
         sizes = items
     for name, value in sizes.items():
         if name not in DEFAULT_SIZES:
-            raise ValueError(f"--sizes: unknown split {name!r}; use one of {', '.join(SPLITS)}")
+            raise SlimError(f"--sizes: unknown split {name!r}; use one of {', '.join(SPLITS)}", param="sizes")
         try:
             n = int(value)
             if isinstance(value, float) and value != n:
                 raise ValueError
         except (TypeError, ValueError):
-            raise ValueError(f"--sizes: {name}={value!r} is not an integer; give a whole number, "
-                             f"e.g. {name}=300") from None
+            raise SlimError(f"--sizes: {name}={value!r} is not an integer; give a whole number, "
+                            f"e.g. {name}=300", param="sizes") from None
         if n < 0:
-            raise ValueError(f"--sizes: {name}={n} is negative; give 0 or more")
+            raise SlimError(f"--sizes: {name}={n} is negative; give 0 or more", param="sizes")
         result[name] = n
     return result
 
 
-class _ArgError(Exception):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        raise _ArgError(f"{message} (see `slimspeech make-data --help`)")
+    def error(self, message: str):  # one line, no usage dump: the CLI prints a SlimError as "error: ..."
+        raise SlimError(f"{message} (see `slimspeech make-data --help`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,27 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        sizes = parse_sizes(args.sizes)
-        if args.workers < 1:
-            raise ValueError(f"--workers: must be 1 or more, got {args.workers}")
-    except (_ArgError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """The ``make-data`` verb: bad flags and tool failures raise SlimError (the CLI prints one line, exit 2)."""
+    args = build_parser().parse_args(argv)
+    sizes = parse_sizes(args.sizes)
+    if args.workers < 1:
+        raise SlimError(f"--workers: must be 1 or more, got {args.workers}", param="workers")
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         make_data(args.out, seed=args.seed, sizes=sizes, workers=args.workers)
-    except Exception as e:  # one clear line for the CLI; the traceback is in the log at debug level
-        log.debug("make-data failed", exc_info=True)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except SynthError as exc:  # espeak-ng / sox missing or failing: the message says how to install or what failed
+        raise SlimError(str(exc)) from exc
     print(Path(args.out) / "data.json")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from speechllm import cli
+
+    raise SystemExit(cli.main(["make-data", *sys.argv[1:]]))

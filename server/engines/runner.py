@@ -21,6 +21,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from speechllm.devices import resolve_device, resolve_dtype
 from speechllm.generate import decode, greedy_generate, transcribe
 from speechllm.modeldir import load_model
 from speechllm.tasks import parse_task
@@ -28,25 +29,6 @@ from speechllm.tasks import parse_task
 from .base import EngineResult, ModelInfo, RequestHandle, TextDeltas
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        from speechllm.errors import SlimError
-
-        raise SlimError(f"device {device!r} requested but CUDA is not available: use --device cpu", param="device")
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return DTYPES[dtype]
-
 
 class _CancelledRows(StoppingCriteria):
     """Marks rows whose client went away as finished, so generate stops once every row is."""

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from prune_tools.analyze import (DistanceAccumulator, agreement, analyze_model, best_blocks, model_fingerprint,
-                                 residual_states, spearman, text_inputs)
+from prune_tools.analyze import (DistanceAccumulator, agreement, analyze_model, best_blocks, residual_states,
+                                 spearman, text_inputs)
+from prune_tools.lineage import model_fingerprint
 from speechllm import cli
 from speechllm.audio import load_audio
 from speechllm.builders import tiny_slam

@@ -12,6 +12,8 @@ from prune_tools.data import synth
 from prune_tools.data.make import SPLITS, excluded_sentences, main, make_data, parse_sizes, text_corpus
 from prune_tools.data.manifest import ManifestError, read_manifest, write_manifest
 from prune_tools.data.synth import TRAIN_VOICES, UNSEEN_VOICES, SynthError, add_noise, synthesize
+from speechllm import cli
+from speechllm.errors import SlimError
 
 TINY = {"train": 6, "dev": 3, "test-clean": 3, "test-noisy": 3, "test-unseen-voice": 3}
 
@@ -111,10 +113,13 @@ def test_add_noise_hits_the_snr_and_is_deterministic():
     assert not np.array_equal(noisy, add_noise(clean, 10.0, np.random.default_rng(1)))
 
 
-def test_missing_tools_error_says_how_to_install(monkeypatch, tmp_path):
-    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+def test_missing_tools_error_says_how_to_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(synth.shutil, "which", lambda name: None)  # as on a machine without them
     with pytest.raises(SynthError, match="apt-get install -y espeak-ng sox"):
         synthesize("hello", "en-us", 160, 50, tmp_path / "x.flac")
+    assert cli.main(["make-data", "--out", str(tmp_path / "d"), "--sizes", "train=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and err.count("\n") == 0 and "apt-get install -y espeak-ng sox" in err
 
 
 def test_read_manifest_errors(tmp_path):
@@ -141,12 +146,17 @@ def test_read_manifest_errors(tmp_path):
 
 
 def test_bad_sizes(capsys, tmp_path):
-    assert main(["--out", str(tmp_path), "--sizes", "train=5,bogus=3"]) == 2
+    """make-data reports bad input as every verb does: a SlimError, one ``error:`` line, exit 2."""
+    assert cli.main(["make-data", "--out", str(tmp_path), "--sizes", "train=5,bogus=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: --sizes") and "bogus" in err and "test-clean" in err
-    assert main(["--out", str(tmp_path), "--sizes", "dev=three"]) == 2
+    assert cli.main(["make-data", "--out", str(tmp_path), "--sizes", "dev=three"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "dev" in err and "integer" in err
-    assert main([]) == 2 and "--out" in capsys.readouterr().err
+    assert cli.main(["make-data"]) == 2 and "--out" in capsys.readouterr().err
+    assert cli.main(["make-data", "--out", str(tmp_path), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    with pytest.raises(SlimError, match="bogus"):
+        main(["--out", str(tmp_path), "--sizes", "bogus=1"])
     assert parse_sizes("dev=7") == {**parse_sizes(None), "dev": 7}
     assert not list(tmp_path.iterdir())

@@ -1,14 +1,18 @@
-"""The staged demo-training recipe on a tiny config: each stage lowers its loss, resumes, and ships a model dir."""
+"""The staged demo-training recipe on a tiny config: every stage runs a few steps in the shared loop, resumes and
+ships a model dir (quick); trained for real, each stage lowers its loss (slow tier: ``pytest -m slow``)."""
 
 import json
+import shutil
+import sys
 
 import pytest
 
 import numpy as np
 import torch
 
-from prune_tools.train import (TrainConfig, _features, mel_warp, prep, ship, stage_ctc, stage_joint, stage_text,
-                               with_fresh_noise)
+from prune_tools.options import config_from_args
+from prune_tools.train import (TrainConfig, _features, build_parser, core_plan, mel_warp, prep, ship, stage_command,
+                               stage_ctc, stage_joint, stage_text, with_fresh_noise)
 from speechllm.modeldir import load_model
 from speechllm.generate import transcribe
 from speechllm.audio import load_audio
@@ -39,6 +43,59 @@ def _losses(out, stage):
     return [json.loads(l)["loss"] for l in (out / stage / "log.jsonl").read_text().splitlines()]
 
 
+def _records(out, stage):
+    return [json.loads(l) for l in (out / stage / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def prepped(tiny_data, tmp_path_factory):
+    """A run dir whose prep stage (tokenizer + feature cache) is done: tests copy its prep/ into their own."""
+    out = tmp_path_factory.mktemp("prepped")
+    prep(_cfg(tiny_data, out))
+    return out
+
+
+def test_stages_run_in_the_shared_loop_resume_and_ship(tiny_data, prepped, tmp_path):
+    """A few steps per stage: logs, checkpoints, resume (each step logged once), DONE, ship."""
+    out = tmp_path / "run"
+    shutil.copytree(prepped / "prep", out / "prep")
+    cfg = _cfg(tiny_data, out, text_steps=4, ctc_steps=3, joint_steps=2, ckpt_every=2, eval_size=2)
+    stage_text(_cfg(tiny_data, out, text_steps=2, ckpt_every=2, eval_size=2))  # stops at its checkpoint
+    stage_text(cfg)  # resumes at step 2 of 4
+    recs = _records(out, "text")
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    assert "transcribe_wer" in recs[1] and "transcribe_wer" in recs[3]  # eval at each run's last step
+    assert json.loads((out / "text" / "DONE").read_text())["steps"] == 4
+    assert torch.load(out / "text" / "ckpt.pt", weights_only=False)["step"] == 4
+    stage_ctc(cfg)
+    stage_joint(cfg)
+    assert [r["step"] for r in _records(out, "ctc")] == [1, 2, 3]
+    joint = _records(out, "joint")
+    assert all({"ce", "ctc", "grad_norm", "lr"} <= r.keys() for r in joint)  # the auxiliary CTC loss is on
+    assert joint[0]["loss"] == pytest.approx(joint[0]["ce"] + cfg.ctc_weight * joint[0]["ctc"], abs=1e-3)
+    prov = ship(cfg, tmp_path / "shipped")
+    assert prov["recipe"]["joint_steps"] == 2 and prov["training_minutes"].keys() == {"text", "ctc", "joint"}
+    assert load_model(tmp_path / "shipped").num_decoder_layers == 2
+
+
+def test_core_plan_and_child_commands(tiny_data, tmp_path):
+    """The stages' threads follow --cores; a child runs exactly the parent's recipe, whatever the values
+    (an --out named "all" included: the flags are parsed, not filtered)."""
+    assert core_plan(TrainConfig(cores=2)) == {"prep": 2, "text": 1, "ctc": 1, "joint": 2, "ship": 2}
+    assert core_plan(TrainConfig(cores=5)) == {"prep": 5, "text": 2, "ctc": 3, "joint": 5, "ship": 5}
+    assert core_plan(TrainConfig(cores=1))["text"] == core_plan(TrainConfig(cores=1))["ctc"] == 1
+    assert core_plan(TrainConfig())["joint"] >= 1
+    cfg = config_from_args(TrainConfig, build_parser().parse_args(
+        ["--data", str(tiny_data), "--out", "all", "--stage", "all", "--dec-layers", "3", "--text-lr", "0.0021",
+         "--init-from", "some/dir", "--cores", "4"]))
+    cmd = stage_command(cfg, "ctc", 2)
+    assert cmd[:4] == [sys.executable, "-m", "speechllm.cli", "train"]
+    args = build_parser().parse_args(cmd[4:])
+    assert args.stage == "ctc" and args.threads == 2
+    assert config_from_args(TrainConfig, args) == cfg and cfg.out == "all" and cfg.text_lr == 0.0021
+
+
+@pytest.mark.slow
 def test_stages_lower_the_loss_resume_and_ship(tiny_data, tmp_path):
     out = tmp_path / "run"
     cfg = _cfg(tiny_data, out)
@@ -81,10 +138,8 @@ def test_stages_lower_the_loss_resume_and_ship(tiny_data, tmp_path):
     assert prov3["recipe"]["joint_steps"] == 4
 
 
-def test_fresh_noise_and_mel_warp(tiny_data, tmp_path):
-    cfg = _cfg(tiny_data, tmp_path / "run")
-    prep(cfg)
-    data = _features(cfg, "train")
+def test_fresh_noise_and_mel_warp(tiny_data, prepped):
+    data = _features(_cfg(tiny_data, prepped), "train")
     idx = list(range(len(data["rows"])))
     clean = [i for i in idx if data["rows"][i]["snr"] is None]
     assert clean and len(clean) < len(idx)  # the tiny set has both kinds
