@@ -152,10 +152,41 @@ def _kustomize(path: Path) -> dict[str, dict]:
     return {d["kind"]: d for d in yaml.safe_load_all(out.stdout) if d}
 
 
+def _validate(objects: dict[str, dict]) -> None:
+    """Every object against the Kubernetes API schema (kubernetes-validate), strictly: no unknown field."""
+    import kubernetes_validate
+
+    for kind, obj in objects.items():
+        kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_manifests_are_valid_kubernetes_objects(k8s):
+    import kubernetes_validate
+
+    _validate(k8s)
+    broken = {**k8s["Deployment"], "spec": {**k8s["Deployment"]["spec"], "replica": 2}}  # a typo'd field
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate({"Deployment": broken})
+
+
+def test_read_only_root_keeps_every_cache_writable(k8s):
+    """vLLM, torch.compile, Triton and Hugging Face write caches under HOME or their own variables: all of
+    them point into a mounted emptyDir, never onto the read-only root filesystem."""
+    c = _container(k8s["Deployment"])
+    mounts = [m["mountPath"] for m in c["volumeMounts"]]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    for var in ("HOME", "HF_HOME", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "VLLM_CACHE_ROOT"):
+        assert any(env[var] == m or env[var].startswith(m + "/") for m in mounts), var
+
+
 def test_kubectl_renders_the_cpu_and_gpu_variants(k8s):
     cpu = _kustomize(K8S / "base")
     assert cpu == k8s
     gpu = _kustomize(K8S / "gpu")
+    _validate(gpu)
+    shm = next(v for v in gpu["Deployment"]["spec"]["template"]["spec"]["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"  # tensor parallelism needs more than 64 MiB of /dev/shm
+    assert {"mountPath": "/dev/shm", "name": "dshm"} in _container(gpu["Deployment"])["volumeMounts"]
     c = _container(gpu["Deployment"])
     assert c["image"] == "slimspeech:0.1.0-cuda"
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and c["resources"]["requests"]["nvidia.com/gpu"] == 1
