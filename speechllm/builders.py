@@ -122,3 +122,121 @@ def tiny_qwen2_audio(*, layers: int = 4, hidden: int = 32, heads: int = 4, kv_he
         "max_new_tokens": 12,
     }
     return Qwen2AudioSpeechLLM(spec, processor, model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replicas of published checkpoints, scaled down: random weights, the real architecture classes, the
+# published directory layout. ``slimspeech import`` is tested on these (no checkpoint can be downloaded).
+#
+#     srcs = slam_llm_replica(tmp / "src")     # {"encoder", "llm", "projector", "lora"} paths
+#     import_slam(srcs["encoder"], srcs["llm"], srcs["projector"], tmp / "model", lora=srcs["lora"])
+
+
+def tiny_hf_whisper_dir(path, *, n_mels: int = 80, d_model: int = 64, layers: int = 2, heads: int = 4,
+                        seed: int = 0):
+    """A Hugging Face Whisper dir laid out as openai/whisper-* publish it (WhisperForConditionalGeneration's
+    config.json + model.safetensors + generation_config.json, preprocessor_config.json), scaled down: width
+    ``d_model``, ``layers`` encoder and decoder layers, a 256-token vocabulary; max_source_positions 1500
+    and the 30 s feature window as published (80 mel bins: large-v2 and smaller, 128: large-v3). -> path."""
+    from pathlib import Path
+
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    path = Path(path)
+    # the published special-token ids (50257...) need a 51865-token table; scaled down, they move into 256
+    cfg = WhisperConfig(vocab_size=256, num_mel_bins=n_mels, d_model=d_model, encoder_layers=layers,
+                        decoder_layers=layers, encoder_attention_heads=heads, decoder_attention_heads=heads,
+                        encoder_ffn_dim=4 * d_model, decoder_ffn_dim=4 * d_model, max_source_positions=1500,
+                        max_target_positions=448, pad_token_id=250, bos_token_id=250, eos_token_id=250,
+                        decoder_start_token_id=251, begin_suppress_tokens=None, suppress_tokens=None)
+    torch.manual_seed(seed)
+    WhisperForConditionalGeneration(cfg).save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000, hop_length=160, chunk_length=30,
+                            n_fft=400).save_pretrained(path)
+    return path
+
+
+def tiny_llm_dir(path, arch: str = "llama", *, layers: int = 4, hidden: int = 32, heads: int = 4, kv_heads: int = 2,
+                 seed: int = 0):
+    """A Hugging Face causal-LM dir with its tokenizer (as vicuna-7b-v1.5 / Qwen publish theirs), scaled down:
+    ``arch`` llama or qwen2, a BPE tokenizer trained on the tiny corpus (tiny_tokenizer). -> path."""
+    from pathlib import Path
+
+    path = Path(path)
+    tok = tiny_tokenizer()
+    cfg = decoder_config(arch, len(tok), tok, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+                         intermediate=2 * hidden)
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def slam_projector_checkpoint(path, *, encoder_dim: int, llm_dim: int, k: int = 5, hidden: int = 128,
+                              extra: dict | None = None, seed: int = 0):
+    """A SLAM-LLM ``model.pt``: ``torch.save`` of the trainable parameters by their names in SLAM-LLM's model,
+    here the linear projector (EncoderProjectorConcat: ``encoder_projector.linear1`` (hidden, k * encoder_dim),
+    ``encoder_projector.linear2`` (llm_dim, hidden); published hidden: 2048); ``extra``: more tensors (e.g. the
+    ``llm.*`` LoRA tensors SLAM-LLM adds with use_peft). -> path."""
+    from collections import OrderedDict
+    from pathlib import Path
+
+    from torch import nn
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    linear1, linear2 = nn.Linear(k * encoder_dim, hidden), nn.Linear(hidden, llm_dim)
+    state = OrderedDict()
+    for name, layer in (("linear1", linear1), ("linear2", linear2)):
+        state[f"encoder_projector.{name}.weight"] = layer.weight.detach().clone()
+        state[f"encoder_projector.{name}.bias"] = layer.bias.detach().clone()
+    state.update(extra or {})
+    torch.save(state, path)
+    return path
+
+
+def tiny_lora_adapter_dir(path, llm_dir, *, r: int = 4, alpha: int = 8, targets=("q_proj", "v_proj"),
+                          use_rslora: bool = False, seed: int = 0):
+    """A PEFT LoRA adapter dir for the causal LM in ``llm_dir``, as ``PeftModel.save_pretrained`` writes one
+    (adapter_config.json + adapter_model.safetensors with ``base_model.model.<module>.lora_A.weight`` (r, in)
+    and ``.lora_B.weight`` (out, r)), written without peft (the speechllm core does not import it) and with
+    B != 0, as after training (peft initialises B to zero). -> path."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+    from torch import nn
+    from transformers import AutoConfig
+
+    path, llm_dir = Path(path), Path(llm_dir)
+    with torch.device("meta"):
+        llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(llm_dir))
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, mod in llm.named_modules():
+        if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in targets and ".layers." in name:
+            tensors[f"base_model.model.{name}.lora_A.weight"] = torch.randn(r, mod.in_features, generator=gen) * 0.1
+            tensors[f"base_model.model.{name}.lora_B.weight"] = torch.randn(mod.out_features, r, generator=gen) * 0.1
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(llm_dir), "r": r,
+              "lora_alpha": alpha, "lora_dropout": 0.0, "target_modules": sorted(targets), "bias": "none",
+              "fan_in_fan_out": False, "use_rslora": use_rslora, "use_dora": False, "modules_to_save": None,
+              "init_lora_weights": True, "inference_mode": True, "rank_pattern": {}, "alpha_pattern": {},
+              "layers_to_transform": None, "layers_pattern": None}
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    save_file(tensors, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return path
+
+
+def slam_llm_replica(root, *, n_mels: int = 80, k: int = 5, llm: str = "llama", seed: int = 0) -> dict:
+    """The four sources of a SLAM-LLM checkpoint, scaled down, under ``root``: encoder (Whisper, width 64),
+    llm (width 32, 4 layers), projector (model.pt, k frames per token), lora (for that llm)."""
+    from pathlib import Path
+
+    root = Path(root)
+    enc = tiny_hf_whisper_dir(root / "whisper", n_mels=n_mels, seed=seed)
+    lm = tiny_llm_dir(root / "llm", llm, seed=seed)
+    proj = slam_projector_checkpoint(root / "ckpt" / "model.pt", encoder_dim=64, llm_dim=32, k=k, seed=seed)
+    lora = tiny_lora_adapter_dir(root / "lora", lm, seed=seed)
+    return {"encoder": enc, "llm": lm, "projector": proj, "lora": lora}

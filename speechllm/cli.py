@@ -26,6 +26,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "serve": ("server.main:cli", "serve models over the OpenAI audio API"),
     "loadtest": ("loadtests.run:main", "latency/throughput under load, pruned vs base, over HTTP"),
     "compare": ("prune_tools.report:main", "one report: size, memory, quality and speed of base vs pruned"),
+    "import": ("speechllm.importers:main", "bring a speech LLM trained elsewhere (SLAM-LLM) into a model dir"),
+    "inspect": ("speechllm.inspect:main", "a model dir's parts, shapes, parameters, decoder share, prompts, lineage"),
 }
 
 

@@ -1,7 +1,10 @@
 """Projectors: encoder states (B, T, d_enc) -> audio embeddings in the decoder's space (B, ceil(T/k), d_dec).
 
 Kinds (``ProjectorConfig.kind``):
-- ``stack_mlp`` (SLAM-ASR): concatenate k consecutive frames, then a 2-layer MLP.
+- ``stack_mlp`` (SLAM-ASR): concatenate k consecutive frames, then a 2-layer MLP. ``activation``
+  ``relu`` is SLAM-LLM's linear projector (``EncoderProjectorConcat``: linear1 -> ReLU -> linear2
+  over k concatenated frames, github.com/X-LANCE/SLAM-LLM src/slam_llm/models/projector.py);
+  ``speechllm.importers.slam_parts`` maps its checkpoint names onto ``mlp.0`` / ``mlp.2``.
 - ``ctc_embed``: a CTC head over the decoder's vocabulary (+ blank) on every frame; the
   posteriors of k frames are SUMMED (CTC spikes are one frame wide, a mean would halve
   them) and multiplied into the decoder's own embedding table, the missing word mass goes to
@@ -36,6 +39,7 @@ class ProjectorConfig:
     stack: int = 2  # frames per audio token (ctc_compress: 1, its tokens are CTC runs)
     hidden_dim: int = 1024
     vocab_size: int | None = None  # ctc_embed: decoder vocabulary; blank id = vocab_size
+    activation: str = "gelu"  # stack_mlp's MLP: gelu (ours) or relu (SLAM-LLM's linear projector)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,11 +56,19 @@ def stack_frames(x: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.
     return x.reshape(B, (T + pad) // k, k * D), -(-lengths // k)
 
 
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+
 class StackMLPProjector(nn.Module):
+    """(B, T, in_dim) -> (B, ceil(T/k), out_dim): k frames concatenated in time order ([f0 | f1 | ...],
+    (B, T/k, k*in_dim)), then Linear -> activation -> Linear (``mlp.0`` / ``mlp.2``)."""
+
     def __init__(self, cfg: ProjectorConfig):
         super().__init__()
+        if cfg.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown stack_mlp activation {cfg.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
         self.config = cfg
-        self.mlp = nn.Sequential(nn.Linear(cfg.stack * cfg.in_dim, cfg.hidden_dim), nn.GELU(),
+        self.mlp = nn.Sequential(nn.Linear(cfg.stack * cfg.in_dim, cfg.hidden_dim), ACTIVATIONS[cfg.activation](),
                                  nn.Linear(cfg.hidden_dim, cfg.out_dim))
 
     def forward(self, h, lengths, embed_table=None):
