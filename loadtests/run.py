@@ -360,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-requests", type=int, default=200, help="per level per model (default 200)")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured requests per model first (default 2)")
     p.add_argument("--stream", action="store_true", help="stream=true (server-sent events): measures TTFT")
-    p.add_argument("--response-format", choices=("json", "verbose_json", "text"), default="json")
+    p.add_argument("--response-format", choices=("json", "verbose_json", "text"), default="json",
+                   help="response_format of every request (default json)")
     p.add_argument("--timeout-s", type=float, default=60.0, help="longest wait for one answer (default 60)")
     p.add_argument("--reference", default=None, help="model the others are divided by (default base, else the last)")
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals")

@@ -22,7 +22,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("prune_tools.evaluate:main", "WER / BLEU / chrF per split and task, vs a base model"),
     "sweep": ("prune_tools.sweep:main", "prune + heal + evaluate over pruning fractions"),
     "export": ("prune_tools.export:main", "export the final shared ASR + AST backbone"),
-    "transcribe": ("speechllm.transcribe:main", "transcribe or translate audio files"),
+    "transcribe": ("speechllm.transcribe_cli:main", "transcribe or translate audio files"),
     "serve": ("server.main:cli", "serve models over the OpenAI audio API"),
     "loadtest": ("loadtests.run:main", "latency/throughput under load, pruned vs base, over HTTP"),
     "compare": ("prune_tools.report:main", "one report: size, memory, quality and speed of base vs pruned"),

@@ -86,7 +86,7 @@ def test_the_scan_sees_the_arrows_that_exist():
 
 
 def test_transcribe_verb_loads_neither_fastapi_nor_peft():
-    code = ("import sys; from speechllm import cli, transcribe, generate, surgery, builders; "
+    code = ("import sys; from speechllm import cli, transcribe_cli, generate, surgery, builders; "
             "print(sorted(m for m in ('fastapi', 'peft', 'server', 'prune_tools') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"

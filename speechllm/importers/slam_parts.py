@@ -578,8 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the same for translate (default {DEFAULT_TRANSLATE!r}; {{lang}}, {{lang_name}}: the target)")
     p.add_argument("--languages", default=None, metavar="CODES",
                    help="translation targets, e.g. fr,de or xx=Name (default: transcription only)")
-    p.add_argument("--source-language", default="en")
-    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    p.add_argument("--source-language", default="en", help="the spoken language's code (default en)")
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                   help=f"most tokens generated per clip (default {DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: each part as stored")
     p.add_argument("--out", required=True, metavar="DIR", help="the model dir to write")
     return p

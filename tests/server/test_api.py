@@ -10,38 +10,15 @@ import re
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.longform import TextJoiner, plan_speech_chunks
 from server.metrics import MODEL_METRICS, REQUEST_METRICS
 from speechllm.audio import load_audio
-from speechllm.generate import transcribe
-from speechllm.modeldir import load_model
 from speechllm.tasks import Task
-from speechllm.vad import speech_probabilities
 
-from .conftest import InProcessServer, long_clip, wav_bytes
+from .conftest import InProcessServer, Reference, long_clip, wav_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # openai marks translations
 TASKS = {"transcriptions": Task("transcribe"), "translations": Task("translate", "fr")}
 FORMATS = ["json", "text", "verbose_json", "srt", "vtt"]
-
-
-class Reference:
-    """What each model says for a clip, decoded directly with speechllm (one clip at a time)."""
-
-    def __init__(self, model_pair):
-        self.models = {name: load_model(path) for name, path in model_pair.items()}
-
-    def text(self, model: str, task: Task, audio: bytes) -> str:
-        """A clip within the window whole; longer ones cut into speech pieces by the VAD, as the server does."""
-        wav = load_audio(audio)
-        m = self.models[model]
-        if len(wav) <= m.max_audio_seconds * 16000:
-            return transcribe(m, [wav], [task])[0]
-        chunks = plan_speech_chunks(wav, speech_probabilities(wav), m.max_audio_seconds, overlap_s=0.5)
-        joiner = TextJoiner.for_chunks(chunks)
-        for c in chunks:
-            joiner.finish_chunk(transcribe(m, [wav[c.start:c.end]], [task])[0])
-        return joiner.joined
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ import pytest
 
 from speechllm.tasks import Task
 
-from .conftest import VLLM_TEST_SETTINGS, ServerProcess, long_clip, wav_bytes
-from .test_api import Reference
+from .conftest import VLLM_TEST_SETTINGS, Reference, ServerProcess, long_clip, wav_bytes
 
 pytestmark = [pytest.mark.slow,  # server processes over sockets
               pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")]

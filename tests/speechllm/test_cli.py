@@ -31,6 +31,43 @@ def test_version_is_the_installed_distribution():
     assert out.returncode == 0 and out.stdout.strip() == f"slimspeech {version('slimspeech')}"
 
 
+def _parsers(parser):
+    """The parser and every sub-command's parser under it."""
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_every_option_of_every_verb_has_help():
+    """Each verb's module builds its parser with ``build_parser()``; every option says what it does."""
+    import argparse
+    import importlib
+
+    from speechllm.cli import VERBS
+
+    parsers = []
+    for verb, (target, summary) in VERBS.items():
+        assert summary, verb
+        module = importlib.import_module(target.partition(":")[0])
+        if hasattr(module, "IMPORTERS"):  # `import` dispatches to one parser per source
+            parsers += [(f"{verb} {src}", importlib.import_module(t.partition(":")[0]).build_parser())
+                        for src, (t, _) in module.IMPORTERS.items()]
+        else:
+            parsers.append((verb, module.build_parser()))
+    for verb, top in parsers:
+        for parser in _parsers(top):
+            for action in parser._actions:
+                if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                    continue
+                assert action.help and action.help.strip() and action.help != argparse.SUPPRESS, \
+                    (verb, action.option_strings or action.dest)
+            assert parser.format_help()  # renders: no stray % in a help text
+
+
 def test_transcribe_prints_one_line_per_file(tiny_slam_dir, speech_files):
     out = run("transcribe", "--model", str(tiny_slam_dir), "--task", "translate", "--target-lang", "de",
               *speech_files)

@@ -23,9 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model dir (default: the embedded demo model)")
     p.add_argument("--task", default="transcribe", help="transcribe | translate")
     p.add_argument("--target-lang", default=None, help="target language of translate (e.g. fr, de)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=8, help="clips decoded together (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="most tokens generated per clip (default: the model's max_new_tokens)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     return p
 
 
