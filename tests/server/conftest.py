@@ -8,11 +8,13 @@ client on an ASGI transport, and call ``server.run(coro_fn, *args)`` to await on
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -107,6 +109,42 @@ def long_clip(speech_files, seconds: float) -> np.ndarray:
         n += len(clips[i % len(clips)]) + len(pause)
         i += 1
     return np.concatenate(out)[: int(seconds * 16000)]
+
+
+class PeakRss:
+    """Samples a process's RSS (this one by default) every 5 ms while the block runs; ``growth`` = the
+    peak minus the RSS at entry (bytes), ``growth_mb`` the same in MiB."""
+
+    def __init__(self, pid: int | str = "self"):
+        self.path = f"/proc/{pid}/statm"
+
+    def now(self) -> int:
+        with open(self.path) as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        self.base = self.peak = self.now()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.now())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+    @property
+    def growth_mb(self) -> float:
+        return self.growth / 2**20
 
 
 class InProcessServer:

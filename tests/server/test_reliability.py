@@ -8,42 +8,15 @@ import asyncio
 import io
 import json
 import struct
-import threading
 import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from server.metrics import rss_bytes
-
-from .conftest import InProcessServer, long_clip, wav_bytes
+from .conftest import InProcessServer, PeakRss, long_clip, wav_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
-
-
-class PeakRss:
-    """Samples this process's RSS every 5 ms while the block runs; ``growth`` = peak - RSS at entry."""
-
-    def __enter__(self):
-        self.base = self.peak = rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, rss_bytes())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
-
-    @property
-    def growth(self) -> float:
-        return self.peak - self.base
 
 
 def _odd_rate_wav(rate: int) -> bytes:

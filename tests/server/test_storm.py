@@ -5,8 +5,6 @@ run over its OpenAPI document."""
 from __future__ import annotations
 
 import io
-import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -14,40 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from .conftest import ServerProcess, long_clip, wav_bytes
+from .conftest import PeakRss, ServerProcess, long_clip, wav_bytes
 
 pytestmark = [pytest.mark.slow,  # a server process, storms and a fuzzer
               pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")]
-
-
-class ProcessRss:
-    """Samples another process's RSS every 5 ms; ``growth`` = the peak minus the RSS at entry."""
-
-    def __init__(self, pid: int):
-        self.path = f"/proc/{pid}/statm"
-
-    def now(self) -> int:
-        with open(self.path) as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def __enter__(self):
-        self.base = self.peak = self.now()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self.now())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def growth_mb(self) -> float:
-        return (self.peak - self.base) / 2**20
 
 
 def _storm(url: str, audio: bytes, n: int) -> list[httpx.Response]:
@@ -77,7 +45,7 @@ def test_long_request_on_an_idle_server_with_a_small_queue(live, speech_files):
 
 def test_a_storm_of_long_uploads_is_refused_before_decoding(live, speech_files):
     audio = wav_bytes(long_clip(speech_files, 600.0))  # 10 minutes, 19 MB each
-    with ProcessRss(live.proc.pid) as rss:
+    with PeakRss(live.proc.pid) as rss:
         responses = _storm(live.url, audio, 30)
     statuses = [r.status_code for r in responses]
     print(f"30 x 10 min: {statuses.count(200)} served, {statuses.count(429)} x 429, "
@@ -90,7 +58,7 @@ def test_a_storm_of_long_uploads_is_refused_before_decoding(live, speech_files):
 def test_a_storm_of_costly_headers_keeps_memory_flat(live):
     buf = io.BytesIO()
     sf.write(buf, np.zeros((599 * 96_000, 2), dtype=np.int16), 96_000, format="FLAC")  # 200 KB, 599 s
-    with ProcessRss(live.proc.pid) as rss:
+    with PeakRss(live.proc.pid) as rss:
         responses = _storm(live.url, buf.getvalue(), 30)
     print(f"30 x 96 kHz stereo 599 s FLAC: server RSS growth {rss.growth_mb:.0f} MB")
     assert {r.status_code for r in responses} == {400}
