@@ -23,12 +23,13 @@ Inputs (``--inputs``), each per task:
 States are taken in float32; cosines and the running sums are float64 (L+1, L+1) matrices per
 condition, so memory does not grow with the number of utterances.
 
-Outputs in ``--out``: ``analysis.json`` (model dir, layer count and weight fingerprint, so
-``prune`` refuses an analysis of another model; ``matrix[n-1][l]`` per condition; the best block
-per n; agreement = Spearman rank correlation over blocks between speech and text and between
-tasks, and whether the best blocks coincide), ``distances.csv``, ``best_blocks.csv``,
-``analysis.md`` and ``heatmaps_<tokens>.png`` (one panel per input x task, block size vs start
-layer, white dots on the best block per size, speech-vs-text Spearman in the title).
+Outputs in ``--out``: ``analysis.json`` (``model``: dir, layer count, weight fingerprint and the
+dtype it was loaded in, so ``prune`` refuses an analysis of another model; ``matrix[n-1][l]`` per
+condition; the best block per n; agreement = Spearman rank correlation over blocks between speech
+and text and between tasks, and whether the best blocks coincide), ``distances.csv``,
+``best_blocks.csv``, ``analysis.md`` and ``heatmaps_<tokens>.png`` (one panel per input x task,
+block size vs start layer, white dots on the best block per size, speech-vs-text Spearman in the
+title).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import itertools
 import logging
 import math
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +50,9 @@ from speechllm.audio import load_audio
 from speechllm.devices import DTYPE_CHOICES, resolve_device, resolve_dtype
 from speechllm.errors import SlimError
 from speechllm.modeldir import default_model_dir, load_model, read_json, write_json
+from speechllm.provenance import ModelRef, stamp, stamped_by
 from speechllm.tasks import parse_task
 
-from .lineage import model_fingerprint
 from .rows import DEFAULT_TASKS, load_rows, parse_tasks, reference
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,9 @@ DEFINITION = ("d(l, n) = arccos(cos(h_l, h_{l+n})) / pi; h_l = residual stream e
 
 
 def model_identity(model, model_dir=None) -> dict:
-    prov = getattr(model, "provenance", {}) or {}
-    return {"dir": str(Path(model_dir).resolve()) if model_dir else None, "family": model.family,
-            "decoder_layers": model.num_decoder_layers, "fingerprint": model_fingerprint(model),
-            "kept_layers": prov.get("kept_layers")}
+    """The analysed model as a ``ModelRef`` dict: dir, family, layers, the fingerprint of the weights as
+    loaded and the dtype they were loaded in (``prune`` needs both to recognise them)."""
+    return ModelRef.of(model, model_dir).to_dict()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,8 +339,7 @@ def analyze_model(model, rows: list[dict], *, inputs=INPUTS, tasks=None, tokens=
                 for t1, t2 in itertools.combinations(tasks, 2)}
         agree[tok] = a
     return {
-        "produced_by": "slimspeech analyze",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **stamp("slimspeech analyze"),
         "model": identity,
         "definition": DEFINITION,
         "inputs": list(inputs), "tasks": [t.label for t in tasks], "tokens": list(tokens),
@@ -440,7 +438,7 @@ def read_analysis(path: str | Path) -> dict:
         a = read_json(path)
     except ValueError as exc:
         raise SlimError(f"{path} is not valid JSON ({exc}): re-run slimspeech analyze", param="analysis") from None
-    if a.get("produced_by") != "slimspeech analyze" or "results" not in a or "model" not in a:
+    if stamped_by(a) != "slimspeech analyze" or "results" not in a or "model" not in a:
         raise SlimError(f"{path} is not an analysis written by slimspeech analyze", param="analysis")
     return a
 

@@ -6,6 +6,9 @@
 With ``--base``, the same data runs through the base (unpruned) model too and the report adds the
 relative degradation per split and task: WER_model / WER_base - 1 for transcription (the paper's
 measure; it tolerates <= 0.25) and 1 - BLEU_model / BLEU_base for translation.
+The report names each model it scored by dir, size and weight fingerprint
+(``speechllm.provenance.model_fingerprint``): ``slimspeech export --eval`` takes only a report of
+the very model it exports.
 Text normalisation for WER: see ``prune_tools.scoring``.
 """
 
@@ -22,9 +25,11 @@ from speechllm.audio import load_audio
 from speechllm.devices import resolve_device
 from speechllm.generate import transcribe
 from speechllm.modeldir import default_model_dir, load_model, write_json
+from speechllm.provenance import dtype_name, stamp
 from speechllm.tasks import Task
 
 from . import scoring
+from .lineage import model_fingerprint
 from .rows import DEFAULT_TASKS, parse_tasks, read_rows, reference
 
 log = logging.getLogger(__name__)
@@ -69,13 +74,14 @@ def evaluate(model_dir, manifests: list[str], tasks: list[Task], base_dir=None, 
     for m in manifests:
         rows = read_rows(m)
         splits[Path(m).stem] = rows[:limit] if limit else rows
-    report: dict = {"produced_by": "slimspeech evaluate", "normalization": scoring.__doc__.strip().split("\n\n")[1],
+    report: dict = {**stamp("slimspeech evaluate"), "normalization": scoring.__doc__.strip().split("\n\n")[1],
                     "tasks": [str(t) for t in tasks], "splits": {k: len(v) for k, v in splits.items()}}
     for role, path in (("model", model_dir), ("base", base_dir)):
         if path is None:
             continue
         model = load_model(path, device=device)
-        report[role] = {"dir": str(path), **model.describe(),
+        report[role] = {"dir": str(path), **model.describe(), "fingerprint": model_fingerprint(model),
+                        "dtype": dtype_name(model.dtype),
                         "scores": {name: evaluate_rows(model, rows, tasks, batch_size) for name, rows in splits.items()}}
         log.info("%s %s: %s", role, path, {s: {t: {k: v for k, v in r.items() if k in ("wer", "bleu")}
                                                for t, r in d.items()} for s, d in report[role]["scores"].items()})

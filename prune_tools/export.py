@@ -6,11 +6,18 @@
 The output is an ordinary model dir of the same family (``slam``: ``decoder/`` is a plain HF
 causal-LM dir with its tokenizer, the pruned layer count in its config and no LoRA weights, so
 ``AutoModelForCausalLM`` and vLLM load it alone; ``qwen2_audio``: ``hf/``), in ``--dtype``
-(float16 by default, as the shipped demo model). Its ``provenance.json`` keeps the whole history
-(lineage, removed / kept layers, analysis, healing) and adds ``export`` and ``scores``: the
-eval report's WER / BLEU / chrF per split and task, the base's scores, the relative degradation
-and whether each is within the 0.25 tolerance. The report must be of this model (same layer
-count and parameter count), else the export is refused. The export is checked by reloading it.
+(float16 by default, as the shipped demo model). Its ``provenance.json``
+(``speechllm.provenance.Provenance``) keeps the whole history (lineage, removed / kept layers,
+analysis, healing), states the export's own ``fingerprint``, ``weight_bytes`` and ``dtype`` (a
+float16 export has its float32 source's fingerprint: see ``speechllm.provenance``), and adds
+``scores``: the eval report's WER / BLEU / chrF per split and task, the base's scores, the
+relative degradation and whether each is within the 0.25 tolerance; ``extra["export"]`` holds
+the ``--note`` and what the reload check verified.
+
+The report must be of this very model: the same family, layer and parameter counts, and the
+same weight fingerprint (``slimspeech evaluate`` records the fingerprint of the model it
+scored), else the export is refused. The export is checked by reloading it: layer count,
+standalone decoder config and weights, and its fingerprint.
 """
 
 from __future__ import annotations
@@ -19,22 +26,23 @@ import argparse
 import json
 import logging
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 
 from speechllm.devices import DTYPES, resolve_dtype
 from speechllm.errors import SlimError
-from speechllm.modeldir import load_model, read_json, write_json
+from speechllm.modeldir import load_model, read_json
+from speechllm.provenance import ModelRef, Provenance, stamped_by
 
 from .evaluate import TOLERANCE
-from .lineage import layer_list, lineage, model_fingerprint
+from .lineage import layer_list, model_fingerprint
 
 log = logging.getLogger(__name__)
 
 
-def check_report(report: dict, model, path) -> None:
-    """SlimError unless ``report`` is an evaluate report of ``model`` (family, layer and parameter counts)."""
-    if report.get("produced_by") != "slimspeech evaluate" or "model" not in report:
+def check_report(report: dict, model, path, fingerprint: str | None = None) -> None:
+    """SlimError unless ``report`` is an evaluate report of ``model``: family, layer and parameter
+    counts, then the weight fingerprint (``fingerprint``: the model's, when already computed)."""
+    if stamped_by(report) != "slimspeech evaluate" or "model" not in report:
         raise SlimError(f"{path} is not a report written by slimspeech evaluate --out", param="eval")
     m = report["model"]
     L, P = model.num_decoder_layers, model.num_parameters()
@@ -42,6 +50,13 @@ def check_report(report: dict, model, path) -> None:
         raise SlimError(f"eval report {path} is of a {m.get('family')} model with {m.get('decoder_layers')} decoder "
                         f"layers and {m.get('parameters')} parameters ({m.get('dir')}), not this one ({L} layers, "
                         f"{P} parameters): run `slimspeech evaluate --model THIS_DIR --out ...`", param="eval")
+    fp = fingerprint or model_fingerprint(model)
+    if m.get("fingerprint") != fp:
+        # same shape is not the same model: another pruning or healing of the same depth has other weights
+        theirs = m.get("fingerprint") or "none recorded (a report of an older slimspeech)"
+        raise SlimError(f"eval report {path} scored the model with weight fingerprint {theirs} ({m.get('dir')}), "
+                        f"not this one (fingerprint {fp}): run `slimspeech evaluate --model THIS_DIR --out ...`",
+                        param="eval")
 
 
 def within_tolerance(deg: float | None, model_score: dict, base_score: dict, tolerance: float = TOLERANCE) -> bool:
@@ -75,12 +90,16 @@ def scores_summary(report: dict, path) -> dict:
     return out
 
 
-def verify_export(out: Path, model) -> dict:
-    """Reload the exported dir and check the standalone decoder config and weights; -> a summary."""
+def verify_export(out: Path, model, fingerprint: str) -> dict:
+    """Reload the exported dir and check its layer count, fingerprint (``fingerprint``: the one its
+    provenance records) and standalone decoder config and weights; -> a summary."""
     L = model.num_decoder_layers
     reloaded = load_model(out)
     if reloaded.num_decoder_layers != L:
         raise RuntimeError(f"export {out} reloads with {reloaded.num_decoder_layers} decoder layers, expected {L}")
+    if model_fingerprint(reloaded) != fingerprint:
+        raise RuntimeError(f"export {out} reloads with fingerprint {model_fingerprint(reloaded)}, "
+                           f"its provenance records {fingerprint}")
     sub = "decoder" if model.family == "slam" else "hf"
     cfg = read_json(out / sub / "config.json")
     text_cfg = cfg.get("text_config", cfg) if model.family != "slam" else cfg
@@ -96,10 +115,11 @@ def verify_export(out: Path, model) -> dict:
            if m and "audio_tower" not in k}
     if any("lora" in k for k in keys) or idx != set(range(L)):
         raise RuntimeError(f"{out / sub} weights do not hold exactly layers 0-{L - 1} without LoRA")
-    return {"decoder_dir": str((out / sub).resolve()), "decoder_layers": L, "tensors": len(keys)}
+    return {"decoder_dir": str((out / sub).resolve()), "decoder_layers": L, "tensors": len(keys),
+            "fingerprint": fingerprint}
 
 
-def export(model_dir, out, *, eval_report=None, dtype: str = "float16", note: str | None = None) -> dict:
+def export(model_dir, out, *, eval_report=None, dtype: str = "float16", note: str | None = None) -> Provenance:
     """Write ``model_dir`` as the final backbone to ``out``; -> the new provenance."""
     if dtype not in DTYPES:  # a stored dtype, so no "auto"
         raise SlimError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}", param="dtype")
@@ -113,30 +133,24 @@ def export(model_dir, out, *, eval_report=None, dtype: str = "float16", note: st
         except json.JSONDecodeError as exc:
             raise SlimError(f"{eval_report} is not valid JSON ({exc})", param="eval") from None
     model = load_model(model_dir)
+    fp = model_fingerprint(model)
     scores = None
     if report is not None:
-        check_report(report, model, eval_report)
+        check_report(report, model, eval_report, fp)
         scores = scores_summary(report, eval_report)
-    prov = dict(model.provenance)
-    parent = {"dir": str(Path(model_dir).resolve()), "produced_by": prov.get("produced_by"),
-              "fingerprint": model_fingerprint(model), "decoder_layers": model.num_decoder_layers}
+    src = Provenance.of(model)
     kept = layer_list(model)
+    parent = ModelRef.of(model, model_dir, fingerprint=fp, kept_layers=kept)
     model = model.to(resolve_dtype(dtype))
-    prov.update({
-        "produced_by": "slimspeech export",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "parent": parent,
-        "lineage": lineage(dict(model.provenance), parent),
-        "kept_layers": kept,
-        "removed_layers": prov.get("removed_layers", []),
-        "decoder_layers": model.num_decoder_layers,
-        "export": {"dtype": dtype, "note": note, **model.describe()},
-        "scores": scores if scores is not None else prov.get("scores"),
-    })
-    model.save(out, provenance=prov)
-    prov["export"]["verified"] = verify_export(Path(out), model)
-    write_json(Path(out) / "provenance.json", prov)
-    log.info("exported %s (%d decoder layers, %s) -> %s", model_dir, model.num_decoder_layers, dtype, out)
+    # describing() after the cast: the fingerprint, weight bytes and dtype are those of what is written
+    prov = src.derive("slimspeech export", parent, kept_layers=kept,
+                      scores=scores if scores is not None else src.scores,
+                      extra={**src.extra, "export": {"note": note}}).describing(model)
+    model.save(out, provenance=prov.to_dict())
+    prov.extra["export"]["verified"] = verify_export(Path(out), model, prov.fingerprint)
+    prov.write(out)
+    log.info("exported %s (%d decoder layers, %s, fingerprint %s) -> %s", model_dir, model.num_decoder_layers,
+             dtype, prov.fingerprint, out)
     return prov
 
 
@@ -155,11 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     prov = export(args.model, args.out, eval_report=args.eval, dtype=args.dtype, note=args.note)
-    s = prov.get("scores") or {}
+    s = prov.scores or {}
     cells = "; ".join(
         f"{split} " + ", ".join(f"{t} " + " ".join(f"{k}={v}" for k, v in r.items() if k in ("wer", "bleu"))
                                 for t, r in by.items())
         for split, by in (s.get("model") or {}).items())
-    print(f"exported {prov['decoder_layers']}-layer backbone ({args.dtype}) -> {args.out}"
+    print(f"exported {prov.decoder_layers}-layer backbone ({args.dtype}) -> {args.out}"
           + (f": {cells}" if cells else " (no scores: pass --eval REPORT)"))
     return 0

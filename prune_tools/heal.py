@@ -24,9 +24,10 @@ Loss: cross-entropy on the target tokens (+ EOS); with ``--teacher BASE`` (the u
 Work dir (``--work``, default ``OUT.work``): ``log.jsonl`` (one line per step), ``ckpt.pt``
 (trainable parameters + optimizer + step; a re-run resumes from it and refuses a checkpoint of
 another model, layer list or config), ``adapter/`` (the unmerged LoRA adapter, peft format, with
-``slimspeech_adapter.json`` listing the kept layers: ``--adapter DIR`` refuses to apply it to a
-model with another layer list). The output is a model dir with LoRA merged and provenance
-(``healing``: config, data, steps, losses, world size; ``kept_layers``).
+``slimspeech_adapter.json`` naming the model it was trained on, kept layers included: ``--adapter
+DIR`` refuses to apply it to a model with another layer list). The output is a model dir with
+LoRA merged and provenance (``speechllm.provenance.Provenance``: ``healing`` = config, data,
+steps, losses, world size; the parent's layers; the healed weights' own fingerprint).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import argparse
 import dataclasses
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
@@ -46,9 +46,10 @@ from torch import nn
 from speechllm.audio import load_audio
 from speechllm.errors import SlimError
 from speechllm.modeldir import load_model, read_json, write_json
+from speechllm.provenance import ModelRef, Provenance, stamp
 from speechllm.tasks import Task
 
-from .lineage import layer_list, lineage, model_fingerprint
+from .lineage import layer_list, model_fingerprint
 from .loop import (LOG_FILE, Dist, Schedule, Step, combine_losses, ctc_loss, distill_kl, init_distributed,
                    read_log, run_loop, target_logits)
 from .options import add_options, config_from_args, option
@@ -134,15 +135,20 @@ def merge_lora(peft_model):
 
 
 def save_adapter(peft_model, model, path: str | Path, fingerprint: str | None = None) -> Path:
-    """The unmerged adapter (peft format) + ``slimspeech_adapter.json`` with the kept-layer list."""
+    """The unmerged adapter (peft format) + ``slimspeech_adapter.json``: ``model`` = the ``ModelRef`` it
+    was trained on (family, kept layers, fingerprint), ``lora_target_modules``."""
     path = Path(path)
     peft_model.save_pretrained(str(path))
-    write_json(path / ADAPTER_META, {
-        "produced_by": "slimspeech heal", "family": model.family, "kept_layers": layer_list(model),
-        "decoder_layers": model.num_decoder_layers, "model_fingerprint": fingerprint,
-        "lora_target_modules": len(model.lora_target_modules()),
-    })
+    ref = ModelRef(family=model.family, kept_layers=layer_list(model), decoder_layers=model.num_decoder_layers,
+                   fingerprint=fingerprint)
+    write_json(path / ADAPTER_META, {**stamp("slimspeech heal"), "model": ref.to_dict(),
+                                     "lora_target_modules": len(model.lora_target_modules())})
     return path
+
+
+def adapter_model(meta: dict) -> ModelRef:
+    """The model an adapter meta says its adapter was trained on (metas before provenance schema 2 were flat)."""
+    return ModelRef.from_dict(meta["model"] if "model" in meta else meta)
 
 
 def check_adapter(model, path: str | Path) -> dict:
@@ -155,10 +161,11 @@ def check_adapter(model, path: str | Path) -> dict:
         raise SlimError(f"{path} has no {ADAPTER_META}: its layer list is unknown, so it cannot be checked "
                         "against this model; use an adapter saved by slimspeech heal", param="adapter")
     meta = read_json(meta_path)
+    trained_on = adapter_model(meta)
     mine = layer_list(model)
-    if meta.get("kept_layers") != mine or meta.get("family") != model.family:
-        raise SlimError(f"adapter {path} was trained on a {meta.get('family')} model with decoder layers "
-                        f"{meta.get('kept_layers')} but this model runs layers {mine}: LoRA weights are indexed by "
+    if trained_on.kept_layers != mine or trained_on.family != model.family:
+        raise SlimError(f"adapter {path} was trained on a {trained_on.family} model with decoder layers "
+                        f"{trained_on.kept_layers} but this model runs layers {mine}: LoRA weights are indexed by "
                         "layer position, so heal this model instead", param="adapter")
     return meta
 
@@ -294,11 +301,13 @@ class HealStep:
 
 
 def _check_resume(state: dict, cfg: HealConfig, kept: list[int], fingerprint: str, ckpt_path: Path) -> None:
-    if state.get("kept_layers") != kept:
-        raise SlimError(f"checkpoint {ckpt_path} was trained on decoder layers {state.get('kept_layers')}, this model "
+    # checkpoints before provenance schema 2 held the identity at the top level of the state
+    trained_on = ModelRef.from_dict(state["model"] if "model" in state else state)
+    if trained_on.kept_layers != kept:
+        raise SlimError(f"checkpoint {ckpt_path} was trained on decoder layers {trained_on.kept_layers}, this model "
                         f"runs {kept}: use another --work dir", param="work")
-    if state.get("model_fingerprint") != fingerprint:
-        raise SlimError(f"checkpoint {ckpt_path} belongs to another model (fingerprint {state.get('model_fingerprint')}"
+    if trained_on.fingerprint != fingerprint:
+        raise SlimError(f"checkpoint {ckpt_path} belongs to another model (fingerprint {trained_on.fingerprint}"
                         f" vs {fingerprint}): use another --work dir or delete it", param="work")
     old = {k: v for k, v in state.get("config", {}).items() if k not in RESUMABLE_CHANGES}
     new = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES}
@@ -310,7 +319,7 @@ def _check_resume(state: dict, cfg: HealConfig, kept: list[int], fingerprint: st
 
 def heal(model_dir, manifests: list[str], out, cfg: HealConfig | None = None, *, teacher=None, work=None,
          adapter=None, device: str = "auto", limit: int | None = None, stop_after: int | None = None,
-         progress: bool = True) -> dict | None:
+         progress: bool = True) -> Provenance | None:
     """Heal ``model_dir`` on ``manifests`` and save the merged model to ``out``; -> its provenance.
 
     Under torchrun every process calls this; rank 0 logs, checkpoints and saves. ``stop_after``
@@ -332,7 +341,8 @@ def heal(model_dir, manifests: list[str], out, cfg: HealConfig | None = None, *,
         tasks = model.resolve_tasks(tasks_req)
         kept = layer_list(model)
         fingerprint = model_fingerprint(model)
-        parent_prov = dict(model.provenance)
+        parent_prov = Provenance.of(model)
+        parent = ModelRef.of(model, model_dir, fingerprint=fingerprint, kept_layers=kept)
         teacher_model = None
         if teacher is not None:
             teacher_model = load_model(teacher, device=D.device)
@@ -354,15 +364,14 @@ def heal(model_dir, manifests: list[str], out, cfg: HealConfig | None = None, *,
 
         def on_start(_step: int) -> None:  # after the checkpoint check: a refused run leaves the dir as it was
             if D.main:
-                write_json(work / "heal_config.json", {"model": str(Path(model_dir).resolve()),
-                                                       "config": cfg.to_dict(),
+                write_json(work / "heal_config.json", {"model": parent.to_dict(), "config": cfg.to_dict(),
                                                        "teacher": str(teacher) if teacher else None,
-                                                       "world_size": D.world, "kept_layers": kept})
+                                                       "world_size": D.world})
 
         result = run_loop(
             "heal", work, model, opt, HealStep(model, data, cfg, D, teacher_model, use_ctc), cfg.schedule(),
             dist=D, forward_module=Student(model), seed=cfg.seed, stop_after=stop_after, progress=progress,
-            meta={"config": cfg.to_dict(), "kept_layers": kept, "model_fingerprint": fingerprint},
+            meta={"config": cfg.to_dict(), "model": ModelRef(kept_layers=kept, fingerprint=fingerprint).to_dict()},
             check_resume=partial(_check_resume, cfg=cfg, kept=kept, fingerprint=fingerprint,
                                  ckpt_path=work / "ckpt.pt"),
             on_start=on_start)
@@ -377,39 +386,27 @@ def heal(model_dir, manifests: list[str], out, cfg: HealConfig | None = None, *,
                 adapter_dir = save_adapter(peft_model, model, work / "adapter", fingerprint)
                 model = merge_lora(peft_model)
             history = read_log(work / LOG_FILE, cfg.steps)
-            parent = {"dir": str(Path(model_dir).resolve()), "fingerprint": fingerprint,
-                      "decoder_layers": model.num_decoder_layers, "produced_by": parent_prov.get("produced_by")}
-            provenance = {
-                **parent_prov,
-                "produced_by": "slimspeech heal",
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "parent": parent,
-                "lineage": lineage(parent_prov, parent),
-                "kept_layers": kept,
-                "removed_layers": parent_prov.get("removed_layers", []),
-                "decoder_layers": model.num_decoder_layers,
-                "healing": {
-                    "config": cfg.to_dict(), "train": list(cfg.train),
-                    "lora_target_modules": len(model.lora_target_modules()) if "lora" in cfg.train else 0,
-                    "trainable_parameters": n_trainable,
-                    "teacher": str(Path(teacher).resolve()) if teacher else None,
-                    "data": {"manifests": [str(Path(m).resolve()) for m in manifests], "utterances": len(rows),
-                             "tasks": [str(t) for t in tasks]},
-                    "steps": cfg.steps, "world_size": D.world, "device": D.device,
-                    "global_batch": cfg.batch_size * D.world,
-                    "first_loss": history[0] if history else None,
-                    "final_loss": round(sum(history[-10:]) / len(history[-10:]), 5) if history else None,
-                    "seconds": round(result.elapsed_s, 1),
-                    "log": str((work / LOG_FILE).resolve()),
-                    "adapter": str(adapter_dir.resolve()) if adapter_dir else None,
-                    "initial_adapter": str(Path(adapter).resolve()) if adapter else None,
-                },
-                "scores": None,
-                **{k: v for k, v in model.describe().items() if k in ("parameters", "weight_bytes")},
+            healing = {
+                "config": cfg.to_dict(), "train": list(cfg.train),
+                "lora_target_modules": len(model.lora_target_modules()) if "lora" in cfg.train else 0,
+                "trainable_parameters": n_trainable,
+                "teacher": str(Path(teacher).resolve()) if teacher else None,
+                "data": {"manifests": [str(Path(m).resolve()) for m in manifests], "utterances": len(rows),
+                         "tasks": [str(t) for t in tasks]},
+                "steps": cfg.steps, "world_size": D.world, "device": D.device,
+                "global_batch": cfg.batch_size * D.world,
+                "first_loss": history[0] if history else None,
+                "final_loss": round(sum(history[-10:]) / len(history[-10:]), 5) if history else None,
+                "seconds": round(result.elapsed_s, 1),
+                "log": str((work / LOG_FILE).resolve()),
+                "adapter": str(adapter_dir.resolve()) if adapter_dir else None,
+                "initial_adapter": str(Path(adapter).resolve()) if adapter else None,
             }
-            model.eval().save(out, provenance=provenance)
+            provenance = parent_prov.derive("slimspeech heal", parent, kept_layers=kept, healing=healing,
+                                            scores=None).describing(model.eval())
+            model.save(out, provenance=provenance.to_dict())
             log.info("healed %s (%s, %d steps, loss %s -> %s) -> %s", model_dir, "+".join(cfg.train), cfg.steps,
-                     provenance["healing"]["first_loss"], provenance["healing"]["final_loss"], out)
+                     healing["first_loss"], healing["final_loss"], out)
         D.barrier()
         return provenance
     finally:
@@ -443,7 +440,7 @@ def main(argv: list[str]) -> int:
     prov = heal(args.model, args.data, args.out, cfg, teacher=args.teacher, work=args.work, adapter=args.adapter,
                 device=args.device, limit=args.limit)
     if prov is not None:
-        h = prov["healing"]
+        h = prov.healing
         print(f"healed {args.model} ({'+'.join(h['train'])}, {h['steps']} steps x {h['global_batch']}, "
               f"{h['world_size']} process(es)): loss {h['first_loss']} -> {h['final_loss']} -> {args.out}")
     return 0

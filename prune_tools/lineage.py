@@ -1,47 +1,30 @@
-"""Which model a model dir is: its weight fingerprint, the original layers it runs, the dirs it derives from.
+"""Which model a model dir is: its weight fingerprint and the original layers it runs.
 
-    from prune_tools.lineage import layer_list, lineage, model_fingerprint
+    from prune_tools.lineage import layer_list, model_fingerprint
 
-    fp = model_fingerprint(model)     # 16 hex digits; equal for fp32/fp16/bf16 loads of the same weights
+    fp = model_fingerprint(model)     # 16 hex digits; equal for a float32 model and its float16 copy
     kept = layer_list(model)          # e.g. [0, 1, 4, 5]: original layer indices, from the provenance
-    chain = lineage(model.provenance, {"dir": ..., "produced_by": ..., "fingerprint": fp, "decoder_layers": 4})
 
+The fingerprint and the provenance schema (parent, lineage, fingerprint, layers) live in
+``speechllm.provenance``, which says what the fingerprint hashes and which dtype changes keep it.
 ``analyze`` stamps its output with the fingerprint and ``prune`` refuses an analysis of another
-model; ``heal`` refuses a checkpoint or adapter of another layer list; ``prune``, ``heal`` and
-``export`` append the parent to the lineage in the provenance they write.
+model; ``evaluate`` records it and ``export`` refuses a report of another model; ``heal`` refuses a
+checkpoint or adapter of another layer list; ``prune``, ``heal`` and ``export`` derive the new
+provenance from the parent's (``Provenance.derive``: the parent appended to the lineage).
 """
 
 from __future__ import annotations
 
-import hashlib
-
-import torch
-
 from speechllm.errors import SlimError
+from speechllm.provenance import Provenance, model_fingerprint
 
-
-def model_fingerprint(model) -> str:
-    """A short hash of the weights, the same whatever dtype the model was loaded in.
-
-    For every parameter (sorted by name): its name, shape and up to 64 evenly strided values
-    rounded to bfloat16. One rounding of the stored values gives the same bf16 numbers from an
-    fp32, fp16 or bf16 load, so ``analyze --dtype bfloat16`` on a GPU and ``prune`` on a CPU
-    agree; two different checkpoints (another seed, pruned or healed weights) do not.
-    """
-    h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        flat = p.detach().reshape(-1)
-        step = max(1, flat.numel() // 64)
-        sample = flat[::step][:64].to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes()
-        h.update(f"{name}:{tuple(p.shape)}:".encode())
-        h.update(sample)
-    return h.hexdigest()[:16]
+__all__ = ["layer_list", "model_fingerprint", "root_layer_count"]
 
 
 def layer_list(model) -> list[int]:
     """The original (root) layer index of each decoder layer this model runs, from its provenance."""
     L = model.num_decoder_layers
-    kept = (getattr(model, "provenance", None) or {}).get("kept_layers")
+    kept = Provenance.of(model).kept_layers
     if kept is None:
         return list(range(L))
     if len(kept) != L:
@@ -51,13 +34,6 @@ def layer_list(model) -> list[int]:
     return [int(i) for i in kept]
 
 
-def lineage(parent_prov: dict, parent: dict) -> list[dict]:
-    """The chain of model dirs this one derives from, oldest first: the parent's lineage + the parent."""
-    return list(parent_prov.get("lineage") or []) + [
-        {k: parent.get(k) for k in ("dir", "produced_by", "fingerprint", "decoder_layers")}]
-
-
 def root_layer_count(model) -> int:
     """Decoder layers of the original, unpruned model this one derives from."""
-    prov = getattr(model, "provenance", None) or {}
-    return int(prov.get("root_decoder_layers") or model.num_decoder_layers)
+    return int(Provenance.of(model).root_decoder_layers or model.num_decoder_layers)

@@ -11,10 +11,11 @@ default), task (``transcribe`` by default, ``average`` = mean over the analysed 
 reduction (``last``). The analysis must be of this very model (its weight fingerprint is checked).
 
 Any family works (the surgery is ``speechllm.surgery.remove_decoder_layers``). The new dir's
-``provenance.json`` names the parent (dir, fingerprint, layer count), the removed and kept layers
-(``kept_layers`` / ``removed_layers`` count in the layers of the original, unpruned model, so a
-model pruned twice still says which original layers it runs; ``removed_from_parent`` counts in
-the parent's) and the analysis summary the block came from.
+``provenance.json`` (``speechllm.provenance.Provenance``) names the parent (dir, fingerprint, layer
+count), the removed and kept layers (``Provenance.kept_layers`` / ``removed_layers`` count in the
+layers of the original, unpruned model, so a model pruned twice still says which original layers
+it runs; ``removed_from_parent`` counts in the parent's), the analysis summary the block came
+from, and its own fingerprint, parameters and weight bytes (float32).
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from datetime import datetime, timezone
 from pathlib import Path
 
+from speechllm.devices import DTYPES
 from speechllm.errors import SlimError
 from speechllm.modeldir import default_model_dir, load_model
+from speechllm.provenance import ModelRef, Provenance
 from speechllm.surgery import parse_layers, remove_decoder_layers
 from speechllm.tasks import parse_task
 
 from .analyze import AVERAGE, read_analysis
-from .lineage import layer_list, lineage, model_fingerprint, root_layer_count
+from .lineage import layer_list, model_fingerprint, root_layer_count
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +58,19 @@ def task_key(task: str) -> str:
 
 
 def check_analysis(analysis: dict, model, path="analysis") -> None:
-    """SlimError unless ``analysis`` was computed on this model (same layer count and weights)."""
-    am = analysis["model"]
+    """SlimError unless ``analysis`` was computed on this model (same layer count and weights).
+
+    An analysis that loaded the model in bfloat16 is compared with this model's fingerprint as a
+    bfloat16 load would see it (``speechllm.provenance`` explains why that one cast needs saying).
+    """
+    am = ModelRef.from_dict(analysis["model"])
     L = model.num_decoder_layers
-    if am.get("decoder_layers") != L:
-        raise SlimError(f"{path} analyses a model with {am.get('decoder_layers')} decoder layers ({am.get('dir')}), "
+    if am.decoder_layers != L:
+        raise SlimError(f"{path} analyses a model with {am.decoder_layers} decoder layers ({am.dir}), "
                         f"this model has {L}: run `slimspeech analyze` on this model", param="analysis")
-    fp = model_fingerprint(model)
-    if am.get("fingerprint") != fp:
-        raise SlimError(f"{path} was computed on another model ({am.get('dir')}, fingerprint {am.get('fingerprint')}; "
+    fp = model_fingerprint(model, loaded_as=DTYPES.get(am.dtype or "float32"))
+    if am.fingerprint != fp:
+        raise SlimError(f"{path} was computed on another model ({am.dir}, fingerprint {am.fingerprint}; "
                         f"this model's is {fp}): run `slimspeech analyze` on this model", param="analysis")
 
 
@@ -85,39 +91,28 @@ def select_block(analysis: dict, n: int, *, input: str = "speech", task: str = "
 
 
 def prune_model(model, remove: list[int], *, parent_dir=None, analysis_summary: dict | None = None,
-                parent_fingerprint: str | None = None) -> dict:
-    """Remove decoder layers ``remove`` (indices in this model) in place; -> the new provenance."""
-    parent_prov = dict(getattr(model, "provenance", None) or {})
+                parent_fingerprint: str | None = None) -> Provenance:
+    """Remove decoder layers ``remove`` (indices in this model) in place; -> the new provenance (also
+    set as ``model.provenance``, so ``model.save`` writes it)."""
+    parent_prov = Provenance.of(model)
     before = layer_list(model)
     root_L = root_layer_count(model)
-    parent = {"dir": str(Path(parent_dir).resolve()) if parent_dir else None, "family": model.family,
-              "decoder_layers": model.num_decoder_layers,
-              "fingerprint": parent_fingerprint or model_fingerprint(model),
-              "produced_by": parent_prov.get("produced_by")}
+    parent = ModelRef.of(model, parent_dir, fingerprint=parent_fingerprint, kept_layers=before)
     kept_here = remove_decoder_layers(model, remove)
     kept = [before[i] for i in kept_here]
-    prov = {
-        "produced_by": "slimspeech prune",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "parent": parent,
-        "root": parent_prov.get("root") or parent["dir"],
-        "lineage": lineage(parent_prov, parent),
-        "root_decoder_layers": root_L,
-        "removed_from_parent": sorted(set(remove)),
-        "removed_layers": [i for i in range(root_L) if i not in set(kept)],
-        "kept_layers": kept,
-        "decoder_layers": model.num_decoder_layers,
-        "analysis": analysis_summary,
-        "healing": None,
-        "scores": None,
-        **{k: v for k, v in model.describe().items() if k in ("parameters", "weight_bytes")},
-    }
-    model.provenance = prov
+    prov = parent_prov.derive(
+        "slimspeech prune", parent, root_decoder_layers=root_L,
+        removed_from_parent=sorted(set(remove)),
+        removed_layers=[i for i in range(root_L) if i not in set(kept)],
+        kept_layers=kept, analysis=analysis_summary, healing=None, scores=None,
+        extra={},  # what the parent's verb alone recorded (a training recipe) describes the parent, not this dir
+    ).describing(model)
+    model.provenance = prov.to_dict()
     return prov
 
 
 def prune(model_dir, out, *, analysis=None, fraction: float | None = None, layers: str | list[int] | None = None,
-          input: str = "speech", task: str = "transcribe", tokens: str = "last") -> dict:
+          input: str = "speech", task: str = "transcribe", tokens: str = "last") -> Provenance:
     """Load ``model_dir``, remove the chosen layers, save to ``out``; -> the new provenance."""
     if (fraction is None) == (layers is None):
         raise SlimError("pass exactly one of --fraction (with --analysis) or --layers", param="fraction")
@@ -135,7 +130,7 @@ def prune(model_dir, out, *, analysis=None, fraction: float | None = None, layer
         n = block_size(fraction, L)
         best = select_block(a, n, input=input, task=task, tokens=tokens)
         remove = best["layers"]
-        summary = {"file": str(Path(analysis).resolve()), "fingerprint": a["model"]["fingerprint"],
+        summary = {"file": str(Path(analysis).resolve()), "fingerprint": ModelRef.from_dict(a["model"]).fingerprint,
                    "fraction": fraction, **best, "utterances": a["data"]["utterances"],
                    "speech_vs_text_spearman": (a.get("agreement", {}).get(tokens, {}).get("speech_vs_text", {})
                                                .get(best["task"], {}) or {}).get("spearman")}
@@ -145,13 +140,13 @@ def prune(model_dir, out, *, analysis=None, fraction: float | None = None, layer
             n = len(remove)
             contiguous = remove == list(range(remove[0], remove[0] + n)) if remove else False
             row = a["results"][tokens].get(input, {}).get(task_key(task), {}).get("matrix")
-            summary = {"file": str(Path(analysis).resolve()), "fingerprint": a["model"]["fingerprint"],
+            summary = {"file": str(Path(analysis).resolve()), "fingerprint": ModelRef.from_dict(a["model"]).fingerprint,
                        "layers": remove, "input": input, "task": task_key(task), "tokens": tokens,
                        "distance": row[n - 1][remove[0]] if (row and contiguous and 0 < n <= L
                                                                and remove[-1] < L) else None}
     prov = prune_model(model, remove, parent_dir=model_dir, analysis_summary=summary, parent_fingerprint=fp)
-    model.save(out, provenance=prov)
-    log.info("pruned %s: removed %s, kept %d of %d layers -> %s", model_dir, remove, len(prov["kept_layers"]), L, out)
+    model.save(out, provenance=prov.to_dict())
+    log.info("pruned %s: removed %s, kept %d of %d layers -> %s", model_dir, remove, len(prov.kept_layers), L, out)
     return prov
 
 
@@ -174,6 +169,6 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     prov = prune(args.model or default_model_dir(), args.out, analysis=args.analysis, fraction=args.fraction,
                  layers=args.layers, input=args.input, task=args.task, tokens=args.tokens)
-    print(f"removed layers {prov['removed_from_parent']} of {prov['parent']['decoder_layers']}: "
-          f"{prov['decoder_layers']} decoder layers left -> {args.out}")
+    print(f"removed layers {prov.removed_from_parent} of {prov.parent.decoder_layers}: "
+          f"{prov.decoder_layers} decoder layers left -> {args.out}")
     return 0

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from speechllm.errors import SlimError
+from speechllm.provenance import stamp
 
 log = logging.getLogger(__name__)
 TASKS = "transcribe,translate:fr,translate:de"
@@ -368,7 +369,7 @@ def compare(base: str, pruned: str, data: list[str], *, tasks: str = TASKS, limi
     task = models["base"].prompts.resolve(t.name, t.target_lang)
     timing = speed(models, wavs, task, batch_size, repeats)
     report = {
-        "produced_by": "slimspeech compare", "data": [str(d) for d in data], "limit": limit,
+        **stamp("slimspeech compare"), "data": [str(d) for d in data], "limit": limit,
         "tasks": [str(t) for t in task_list], "speed_task": speed_task, "repeats": repeats, "device": device,
         "threads": threads or torch.get_num_threads(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",

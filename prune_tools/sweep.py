@@ -28,12 +28,12 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from speechllm.devices import resolve_device
 from speechllm.errors import SlimError
-from speechllm.modeldir import read_json, read_spec, write_json
+from speechllm.modeldir import PROVENANCE_FILE, read_json, read_spec, write_json
+from speechllm.provenance import Provenance, stamp
 from speechllm.tasks import PromptBook
 
 from . import analyze as analyze_mod
@@ -148,36 +148,36 @@ class Sweep:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, report)
         if Path(model_dir).resolve() != self.base.resolve():  # a dir this sweep made: it says how it scored
-            prov_path = Path(model_dir) / "provenance.json"
-            write_json(prov_path, {**read_json(prov_path), "scores": scores_summary(report, path)})
+            prov = Provenance.read(model_dir)
+            prov.scores = scores_summary(report, path)
+            prov.write(model_dir)
         return report
 
-    def pruned(self, f: float, dest: Path) -> dict:
-        if (dest / "provenance.json").exists():
-            return read_json(dest / "provenance.json")
+    def pruned(self, f: float, dest: Path) -> Provenance:
+        if (dest / PROVENANCE_FILE).exists():
+            return Provenance.read(dest)
         return prune(self.base, dest, analysis=self.out / "analysis", fraction=f, input=self.cfg.select_input,
                      task=self.cfg.select_task, tokens=self.cfg.select_tokens)
 
-    def healed(self, pruned_dir: Path, dest: Path, train: tuple[str, ...]) -> dict:
-        if (dest / "provenance.json").exists():
-            return read_json(dest / "provenance.json")
+    def healed(self, pruned_dir: Path, dest: Path, train: tuple[str, ...]) -> Provenance:
+        if (dest / PROVENANCE_FILE).exists():
+            return Provenance.read(dest)
         cfg = dataclasses.replace(self.cfg.heal, train=train)
         return heal(pruned_dir, self.train, dest, cfg, teacher=self.base if self.cfg.distill else None,
                     work=dest.parent / f"{dest.name}.work", device=self.device)
 
     # ---- reading results -----------------------------------------------------------------------
-    def point(self, f: float, report: dict, prov: dict) -> dict:
+    def point(self, f: float, report: dict, prov: Provenance) -> dict:
         checks, degs = {}, {}
         for split, by_task in report["model"]["scores"].items():
             for label, s in by_task.items():
                 d = report["relative_degradation"][split][label]
                 degs.setdefault(label, {})[split] = d
                 checks.setdefault(label, {})[split] = within_tolerance(d, s, report["base"]["scores"][split][label])
-        return {"fraction": f, "removed_layers": prov["removed_layers"], "kept_layers": prov["kept_layers"],
-                "decoder_layers": len(prov["kept_layers"]), "scores": _strip(report["model"]["scores"]),
+        return {"fraction": f, **prov.layer_summary(), "scores": _strip(report["model"]["scores"]),
                 "relative_degradation": degs, "within_tolerance": checks,
-                "healing": {k: prov.get("healing", {}).get(k) for k in ("steps", "first_loss", "final_loss", "seconds")}
-                if prov.get("healing") else None}
+                "healing": {k: prov.healing.get(k) for k in ("steps", "first_loss", "final_loss", "seconds")}
+                if prov.healing else None}
 
     @staticmethod
     def max_fractions(points: list[dict], labels: list[str]) -> dict:
@@ -214,8 +214,7 @@ class Sweep:
             abl_f = headline if headline is not None else min(self.cfg.fractions)
         ablation = self.ablation(abl_f, base, L)
         result = {
-            "produced_by": "slimspeech sweep",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **stamp("slimspeech sweep"),
             "model": a["model"], "config": self.cfg.to_dict(),
             "data": {"train": self.train, "eval": self.eval_data, "analysis": self.analysis_data},
             "tolerance": TOLERANCE,
@@ -235,16 +234,16 @@ class Sweep:
     def ablation(self, f: float, base: dict, L: int) -> dict:
         d = self.out / f"ablation-{ftag(f)}"
         main = self.out / ftag(f)
-        pruned_dir = main / "pruned" if (main / "pruned" / "provenance.json").exists() else d / "pruned"
+        pruned_dir = main / "pruned" if (main / "pruned" / PROVENANCE_FILE).exists() else d / "pruned"
         prov = self.pruned(f, pruned_dir)
         rows = {}
         for variant in VARIANTS:
             if variant == "none":
                 model_dir, vprov = pruned_dir, prov
-            elif variant == "both" and (main / "healed" / "provenance.json").exists() and \
+            elif variant == "both" and (main / "healed" / PROVENANCE_FILE).exists() and \
                     tuple(self.cfg.heal.train) == ("lora", "projector"):
                 model_dir = main / "healed"
-                vprov = read_json(model_dir / "provenance.json")
+                vprov = Provenance.read(model_dir)
             else:
                 train = ("lora", "projector") if variant == "both" else (variant,)
                 model_dir = d / variant
@@ -252,7 +251,7 @@ class Sweep:
             eval_path = (main / "eval.json") if model_dir == main / "healed" else d / f"eval-{variant}.json"
             report = self.evaluation(model_dir, eval_path, base)
             rows[variant] = {"dir": str(Path(model_dir).resolve()), **self.point(f, report, vprov)}
-        return {"fraction": f, "layers_removed": block_size(f, L), "removed_layers": prov["removed_layers"],
+        return {"fraction": f, "layers_removed": block_size(f, L), "removed_layers": prov.removed_layers,
                 "variants": rows}
 
     # ---- outputs --------------------------------------------------------------------------------
@@ -271,7 +270,7 @@ class Sweep:
                                  ylabels, title=f"{result['model']['decoder_layers']}-layer decoder, pruned + healed "
                                                 f"({'+'.join(self.cfg.heal.train)}, {self.cfg.heal.steps} steps)")
         abl = result["ablation"]
-        write_json(self.out / "ablation.json", {"produced_by": "slimspeech sweep", "tolerance": TOLERANCE, **abl})
+        write_json(self.out / "ablation.json", {**stamp("slimspeech sweep"), "tolerance": TOLERANCE, **abl})
         (self.out / "ablation.md").write_text(ablation_markdown(abl, result["base"]["scores"]))
         (self.out / "sweep.md").write_text(sweep_markdown(result))
         write_json(self.out / "sweep.json", result)

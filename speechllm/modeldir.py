@@ -1,7 +1,7 @@
 """The self-describing model dir: ``speechllm.json`` (what it is) + ``provenance.json`` (where it came from).
 
     model = load_model("path/to/dir")      # any family
-    model.save("out/dir", provenance={...})
+    model.save("out/dir", provenance=prov.to_dict())   # prov: a speechllm.provenance.Provenance
 
 Saves are atomic: everything is written into a hidden sibling temp dir, which then replaces
 the target in one rename, so a crash never leaves a half-written model dir behind.
@@ -93,8 +93,11 @@ def read_spec(path: str | Path) -> dict:
 
 
 def read_provenance(path: str | Path) -> dict:
-    p = Path(path) / PROVENANCE_FILE
-    return read_json(p) if p.is_file() else {}
+    """``provenance.json`` of a model dir as written ({} without one): what ``model.provenance`` holds.
+    For the typed, schema-upgraded view use ``speechllm.provenance.Provenance.read(path)``."""
+    from .provenance import read_dict  # the one module that reads and writes provenance; it imports this one
+
+    return read_dict(path)
 
 
 def check_weight_files(path: str | Path) -> None:

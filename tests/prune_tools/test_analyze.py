@@ -13,6 +13,8 @@ from prune_tools.lineage import model_fingerprint
 from speechllm import cli
 from speechllm.audio import load_audio
 from speechllm.builders import tiny_slam
+from speechllm.modeldir import load_model
+from speechllm.provenance import stamped_by
 from speechllm.tasks import Task
 
 TEXTS = ["the small dog sees the red ball", "three cats sleep in the garden", "hello"]
@@ -114,8 +116,14 @@ def test_fingerprint_ignores_dtype_not_weights(model):
     import copy
 
     fp = model_fingerprint(model)
-    assert model_fingerprint(copy.deepcopy(model).to(torch.bfloat16)) == fp
+    # float32 weights: their float16 copy (an export) hashes the same; a bfloat16 copy as loaded_as says
+    assert model_fingerprint(copy.deepcopy(model).half()) == fp
+    assert model_fingerprint(copy.deepcopy(model).to(torch.bfloat16)) == model_fingerprint(model,
+                                                                                          loaded_as=torch.bfloat16)
     assert model_fingerprint(copy.deepcopy(model).half()) == model_fingerprint(copy.deepcopy(model).half().float())
+    # float16-stored weights (the shipped demo) loaded in bfloat16, as analyze on a GPU does: the same
+    half = copy.deepcopy(model).half()
+    assert model_fingerprint(copy.deepcopy(half).to(torch.bfloat16)) == model_fingerprint(half) == fp
     assert model_fingerprint(tiny_slam("llama", layers=6, seed=1)) != fp
 
 
@@ -129,7 +137,8 @@ def test_cli_writes_json_csv_heatmaps(tmp_path, speech_files, capsys):
     assert code == 0, capsys.readouterr().err
     assert "speech vs text Spearman" in capsys.readouterr().out
     a = json.loads((out / "analysis.json").read_text())
-    assert a["produced_by"] == "slimspeech analyze"
+    assert stamped_by(a) == "slimspeech analyze"
+    assert a["model"]["fingerprint"] == model_fingerprint(load_model(model_dir)) and a["model"]["dtype"] == "float32"
     assert a["model"]["decoder_layers"] == 5 and a["model"]["dir"] == str(model_dir.resolve())
     assert a["tasks"] == ["transcribe", "translate_fr", "translate_de"]
     for tok in ("last", "mean"):

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from prune_tools.heal import HealConfig, HealData, attach_lora, heal, load_adapter, merge_lora
+from prune_tools.heal import HealConfig, HealData, adapter_model, attach_lora, heal, load_adapter, merge_lora
 from prune_tools.prune import prune
 from prune_tools.rows import load_rows, parse_tasks
 from speechllm import cli
 from speechllm.builders import tiny_qwen2_audio, tiny_slam
 from speechllm.errors import SlimError
 from speechllm.modeldir import load_model
+from speechllm.provenance import Provenance
 from speechllm.tasks import Task
 from tests.conftest import write_wav
 from tests.prune_tools.test_analyze import make_manifest
@@ -89,11 +90,12 @@ def test_heal_lowers_loss_resumes_and_merges(setup, tmp_path, speech_files):
     assert all(sum(r["tasks"].values()) == 3 for r in log)
     assert {t for r in log for t, k in r["tasks"].items() if k} == {"transcribe", "translate_fr", "translate_de"}
 
-    h = prov["healing"]
+    h = prov.healing
     assert h["steps"] == 10 and h["train"] == ["lora", "projector"] and h["world_size"] == 1
-    assert prov["kept_layers"] == [0, 1, 4, 5] and prov["parent"]["dir"] == str((d / "pruned").resolve())
-    assert prov["removed_layers"] == [2, 3] and prov["produced_by"] == "slimspeech heal"
-    assert json.loads((work / "adapter" / "slimspeech_adapter.json").read_text())["kept_layers"] == [0, 1, 4, 5]
+    assert prov.kept_layers == [0, 1, 4, 5] and prov.parent.dir == str((d / "pruned").resolve())
+    assert prov.removed_layers == [2, 3] and prov.produced_by == "slimspeech heal"
+    assert adapter_model(json.loads((work / "adapter" / "slimspeech_adapter.json").read_text())).kept_layers == [
+        0, 1, 4, 5]
 
     pruned, healed = load_model(d / "pruned"), load_model(out)
     assert healed.num_decoder_layers == 4
@@ -155,7 +157,7 @@ def test_ablation_components_and_distillation(setup, tmp_path):
     prov = heal(d / "pruned", [manifest], tmp_path / "proj", HealConfig(steps=2, train="projector", **FAST),
                 progress=False)
     m = load_model(tmp_path / "proj")
-    assert prov["healing"]["adapter"] is None and prov["healing"]["trainable_parameters"].keys() == {"projector"}
+    assert prov.healing["adapter"] is None and prov.healing["trainable_parameters"].keys() == {"projector"}
     assert all(torch.equal(v, pruned.state_dict()[k]) for k, v in _state(m, "decoder.").items())
     assert not torch.equal(m.projector.mlp[0].weight, pruned.projector.mlp[0].weight)
     assert any("ctc" in r for r in _log(tmp_path / "proj.work"))  # ctc_embed projector: auxiliary CTC
@@ -163,7 +165,7 @@ def test_ablation_components_and_distillation(setup, tmp_path):
     prov = heal(d / "pruned", [manifest], tmp_path / "lora", HealConfig(steps=2, train="lora", **FAST),
                 teacher=d / "base", progress=False)
     m = load_model(tmp_path / "lora")
-    assert prov["healing"]["teacher"] == str((d / "base").resolve())
+    assert prov.healing["teacher"] == str((d / "base").resolve())
     assert all(torch.equal(v, pruned.state_dict()[k]) for k, v in _state(m, "projector.").items())
     assert not torch.equal(m.decoder.model.layers[1].mlp.down_proj.weight,
                            pruned.decoder.model.layers[1].mlp.down_proj.weight)
@@ -203,8 +205,8 @@ def test_torchrun_two_processes_on_cpu(setup, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("healed ") == 1 and "2 process(es)" in res.stdout  # rank 0 reports, once
-    prov = json.loads((out / "provenance.json").read_text())
-    assert prov["healing"]["world_size"] == 2 and prov["healing"]["global_batch"] == 4
+    prov = Provenance.read(out)
+    assert prov.healing["world_size"] == 2 and prov.healing["global_batch"] == 4
     log = _log(tmp_path / "ddp.work")
     assert [r["step"] for r in log] == [1, 2, 3] and all(sum(r["tasks"].values()) == 4 for r in log)
     healed, pruned = load_model(out), load_model(d / "pruned")

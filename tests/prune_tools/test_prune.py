@@ -12,6 +12,7 @@ from speechllm import cli
 from speechllm.builders import tiny_qwen2_audio, tiny_slam
 from speechllm.errors import SlimError
 from speechllm.modeldir import load_model, read_provenance
+from speechllm.provenance import ModelRef, Provenance
 from speechllm.surgery import skip_layers
 from speechllm.tasks import Task
 from tests.conftest import write_wav
@@ -55,12 +56,12 @@ def test_fraction_removes_the_best_block(analysed, tmp_path, short_clips):
     a = json.loads((analysis / "analysis.json").read_text())
     prov = prune(base_dir, tmp_path / "p", analysis=analysis, fraction=0.34)  # round(0.34 * 6) = 2 layers
     best = a["results"]["last"]["speech"]["transcribe"]["best"][1]
-    assert prov["removed_layers"] == best["layers"] == prov["removed_from_parent"]
-    assert prov["kept_layers"] == [i for i in range(6) if i not in best["layers"]]
-    assert prov["parent"]["dir"] == str(base_dir.resolve()) and prov["parent"]["decoder_layers"] == 6
-    assert prov["analysis"]["start"] == best["start"] and prov["analysis"]["fraction"] == 0.34
-    assert prov["analysis"]["fingerprint"] == a["model"]["fingerprint"] == prov["parent"]["fingerprint"]
-    assert read_provenance(tmp_path / "p") == prov
+    assert prov.removed_layers == best["layers"] == prov.removed_from_parent
+    assert prov.kept_layers == [i for i in range(6) if i not in best["layers"]]
+    assert prov.parent.dir == str(base_dir.resolve()) and prov.parent.decoder_layers == 6
+    assert prov.analysis["start"] == best["start"] and prov.analysis["fraction"] == 0.34
+    assert prov.analysis["fingerprint"] == ModelRef.from_dict(a["model"]).fingerprint == prov.parent.fingerprint
+    assert Provenance.read(tmp_path / "p") == prov and read_provenance(tmp_path / "p") == prov.to_dict()
     pruned, base = load_model(tmp_path / "p"), load_model(base_dir)
     assert pruned.family == family and pruned.num_decoder_layers == 4
     # the pruned model is the base with exactly those layers skipped
@@ -74,17 +75,17 @@ def test_fraction_removes_the_best_block(analysed, tmp_path, short_clips):
 
     # another condition of the same analysis: the mean over tasks, text inputs
     prov2 = prune(base_dir, tmp_path / "p2", analysis=analysis, fraction=0.5, input="text", task="average")
-    assert prov2["removed_layers"] == a["results"]["last"]["text"]["average"]["best"][2]["layers"]
+    assert prov2.removed_layers == a["results"]["last"]["text"]["average"]["best"][2]["layers"]
 
 
 def test_explicit_layers_and_pruning_twice(tmp_path):
     tiny_slam("llama", layers=6).save(tmp_path / "base")
     first = prune(tmp_path / "base", tmp_path / "p1", layers="1")
-    assert first["kept_layers"] == [0, 2, 3, 4, 5] and first["analysis"] is None
+    assert first.kept_layers == [0, 2, 3, 4, 5] and first.analysis is None
     second = prune(tmp_path / "p1", tmp_path / "p2", layers=[0, 3])
     # numbered in the original model's layers; removed_from_parent in the parent's
-    assert second["kept_layers"] == [2, 3, 5] and second["removed_layers"] == [0, 1, 4]
-    assert second["removed_from_parent"] == [0, 3] and second["root_decoder_layers"] == 6
+    assert second.kept_layers == [2, 3, 5] and second.removed_layers == [0, 1, 4]
+    assert second.removed_from_parent == [0, 3] and second.root_decoder_layers == 6
     assert load_model(tmp_path / "p2").num_decoder_layers == 3
 
 

@@ -12,6 +12,7 @@ from speechllm.builders import tiny_qwen2_audio, tiny_slam
 from speechllm.errors import SlimError
 from speechllm.generate import transcribe
 from speechllm.modeldir import load_model
+from speechllm.provenance import Provenance, model_fingerprint, stamped_by
 from speechllm.tasks import Task
 from tests.prune_tools.test_analyze import TEXTS, make_manifest
 
@@ -36,7 +37,7 @@ def test_sweep_outputs(swept, capsys):
     d, args = swept
     out = d / "out"
     r = json.loads((out / "sweep.json").read_text())
-    assert r["produced_by"] == "slimspeech sweep" and r["base"]["decoder_layers"] == 5
+    assert stamped_by(r) == "slimspeech sweep" and r["base"]["decoder_layers"] == 5
     assert [p["fraction"] for p in r["points"]] == [0.2, 0.4]
     assert [p["decoder_layers"] for p in r["points"]] == [4, 3]
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())
@@ -65,7 +66,7 @@ def test_sweep_outputs(swept, capsys):
     # every model dir the sweep made says how it scored
     for model_dir in (out / "f0.20" / "healed", out / f"f{abl['fraction']:.2f}" / "pruned",
                       out / f"ablation-f{abl['fraction']:.2f}" / "lora"):
-        scores = json.loads((model_dir / "provenance.json").read_text())["scores"]
+        scores = Provenance.read(model_dir).scores
         assert set(scores["model"]) == {"test-a", "test-b"} and "relative_degradation" in scores
 
     # a re-run reuses every step; other settings in the same dir are refused
@@ -94,13 +95,21 @@ def test_evaluate_then_export(swept, tmp_path, capsys, speech_files):
     code = cli.main(["export", "--model", str(healed), "--eval", str(report), "--out", str(tmp_path / "final")])
     assert code == 0, capsys.readouterr().err
     assert "exported 4-layer backbone (float16)" in capsys.readouterr().out
-    prov = json.loads((tmp_path / "final" / "provenance.json").read_text())
-    assert prov["produced_by"] == "slimspeech export" and prov["export"]["dtype"] == "float16"
-    assert prov["scores"]["model"]["test-a"]["transcribe"]["wer"] >= 0
-    assert "bleu" in prov["scores"]["model"]["test-a"]["translate_fr"]
-    assert set(prov["scores"]["relative_degradation"]["test-a"]) == {"transcribe", "translate_fr", "translate_de"}
-    assert len(prov["kept_layers"]) == 4 and prov["healing"]["steps"] == 2 and prov["analysis"]["fraction"] == 0.2
-    assert [x["produced_by"] for x in prov["lineage"]] == [None, "slimspeech prune", "slimspeech heal"]
+    prov = Provenance.read(tmp_path / "final")
+    assert prov.produced_by == "slimspeech export" and prov.dtype == "float16"
+    assert prov.scores["model"]["test-a"]["transcribe"]["wer"] >= 0
+    assert "bleu" in prov.scores["model"]["test-a"]["translate_fr"]
+    assert set(prov.scores["relative_degradation"]["test-a"]) == {"transcribe", "translate_fr", "translate_de"}
+    assert len(prov.kept_layers) == 4 and prov.healing["steps"] == 2 and prov.analysis["fraction"] == 0.2
+    assert [x.produced_by for x in prov.lineage] == [None, "slimspeech prune", "slimspeech heal"]
+    # the export's own identity and size: its float32 source's fingerprint, float16 bytes, nothing stale
+    final = load_model(tmp_path / "final")
+    assert prov.fingerprint == model_fingerprint(final) == model_fingerprint(load_model(healed))
+    assert prov.parent.fingerprint == prov.fingerprint
+    assert prov.weight_bytes == 2 * prov.parameters == final.half().weight_bytes()
+    raw = json.loads((tmp_path / "final" / "provenance.json").read_text())
+    assert raw["schema_version"] == 2 and raw["weight_bytes"] == prov.weight_bytes and raw["dtype"] == "float16"
+    assert "weight_bytes" not in json.dumps(raw["extra"])
     # decoder/ is a plain HF causal LM with the pruned depth and no LoRA
     from transformers import AutoModelForCausalLM
 
@@ -117,13 +126,24 @@ def test_evaluate_then_export(swept, tmp_path, capsys, speech_files):
     code = cli.main(["export", "--model", str(d / "base"), "--eval", str(report), "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "is of a slam model with 4 decoder layers" in err and not (tmp_path / "x").exists()
+    # so is one of another model of the same family, depth and size: the pruned dir before healing
+    pruned = d / "out" / "f0.20" / "pruned"
+    other = tmp_path / "eval-pruned.json"
+    assert cli.main(["evaluate", "--model", str(pruned), "--data", str(d / "test-a.jsonl"), "--out", str(other)]) == 0
+    assert json.loads(other.read_text())["model"]["parameters"] == json.loads(report.read_text())["model"]["parameters"]
+    capsys.readouterr()
+    code = cli.main(["export", "--model", str(healed), "--eval", str(other), "--out", str(tmp_path / "y")])
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "y").exists()
+    assert model_fingerprint(load_model(pruned)) in err and model_fingerprint(load_model(healed)) in err
 
 
 def test_export_qwen2_audio(tmp_path):
     tiny_qwen2_audio(layers=4).save(tmp_path / "base")
     prune(tmp_path / "base", tmp_path / "p", layers="1")
     prov = export(tmp_path / "p", tmp_path / "e", dtype="float32")
-    assert prov["export"]["verified"]["decoder_layers"] == 3 and prov["scores"] is None
+    assert prov.extra["export"]["verified"]["decoder_layers"] == 3 and prov.scores is None
+    assert prov.dtype == "float32" and prov.fingerprint == model_fingerprint(load_model(tmp_path / "p"))
     m = load_model(tmp_path / "e")
     assert m.family == "qwen2_audio" and m.text_config().num_hidden_layers == 3
     with pytest.raises(SlimError, match="eval report not found"):

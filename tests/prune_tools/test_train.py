@@ -14,6 +14,7 @@ from prune_tools.options import config_from_args
 from prune_tools.train import (TrainConfig, _features, build_parser, core_plan, mel_warp, prep, ship, stage_command,
                                stage_ctc, stage_joint, stage_text, with_fresh_noise)
 from speechllm.modeldir import load_model
+from speechllm.provenance import Provenance
 from speechllm.generate import transcribe
 from speechllm.audio import load_audio
 from speechllm.tasks import Task
@@ -74,8 +75,13 @@ def test_stages_run_in_the_shared_loop_resume_and_ship(tiny_data, prepped, tmp_p
     assert all({"ce", "ctc", "grad_norm", "lr"} <= r.keys() for r in joint)  # the auxiliary CTC loss is on
     assert joint[0]["loss"] == pytest.approx(joint[0]["ce"] + cfg.ctc_weight * joint[0]["ctc"], abs=1e-3)
     prov = ship(cfg, tmp_path / "shipped")
-    assert prov["recipe"]["joint_steps"] == 2 and prov["training_minutes"].keys() == {"text", "ctc", "joint"}
+    assert prov.extra["recipe"]["joint_steps"] == 2
+    assert prov.extra["training_minutes"].keys() == {"text", "ctc", "joint"}
     assert load_model(tmp_path / "shipped").num_decoder_layers == 2
+    assert prov.produced_by == "slimspeech train" and prov.dtype == "float16" and prov.parent is None
+    assert Provenance.read(tmp_path / "shipped") == prov
+    # by default into the run dir, never into the package (a release copies it there)
+    assert ship(cfg).fingerprint == prov.fingerprint and load_model(out / "ship").num_decoder_layers == 2
 
 
 def test_core_plan_and_child_commands(tiny_data, tmp_path):
@@ -113,7 +119,7 @@ def test_stages_lower_the_loss_resume_and_ship(tiny_data, tmp_path):
         assert sum(losses[-3:]) / 3 < losses[0], (stage, losses)
     dest = tmp_path / "shipped"
     prov = ship(cfg, dest)
-    assert prov["training_minutes"].keys() == {"text", "ctc", "joint"}
+    assert prov.extra["training_minutes"].keys() == {"text", "ctc", "joint"}
     model = load_model(dest)
     assert next(model.parameters()).dtype.is_floating_point
     assert model.num_decoder_layers == 2
@@ -128,14 +134,14 @@ def test_stages_lower_the_loss_resume_and_ship(tiny_data, tmp_path):
     prep(cfg2)
     stage_joint(cfg2)
     prov2 = ship(cfg2, tmp_path / "shipped2")
-    assert prov2["training_minutes"]["before"] == prov["training_minutes"]
+    assert prov2.extra["training_minutes"]["before"] == prov.extra["training_minutes"]
     assert load_model(tmp_path / "shipped2").num_decoder_layers == 2
     # ship over the parent dir itself, twice, with other flags: the parent's minutes stay as they were
     # when the run began, and the recipe records the steps that ran
     for _ in range(2):
         prov3 = ship(_cfg(tiny_data, out2, init_from=str(dest), joint_steps=999), dest)
-    assert prov3["training_minutes"]["before"] == prov["training_minutes"]
-    assert prov3["recipe"]["joint_steps"] == 4
+    assert prov3.extra["training_minutes"]["before"] == prov.extra["training_minutes"]
+    assert prov3.extra["recipe"]["joint_steps"] == 4
 
 
 def test_fresh_noise_and_mel_warp(tiny_data, prepped):
