@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -68,4 +69,20 @@ def tiny_slam_dir(tmp_path_factory):
 
 def write_wav(path, samples, sr=16000):
     sf.write(str(path), samples, sr)
+    return str(path)
+
+
+#: what tests/conftest.py speech_files say, and made-up translations, for manifests of those clips
+TEXTS = ["the small dog sees the red ball", "three cats sleep in the garden", "hello"]
+FR = ["le petit chien voit la balle rouge", "trois chats dorment dans le jardin", "bonjour"]
+DE = ["der kleine Hund sieht den roten Ball", "drei Katzen schlafen im Garten", "hallo"]
+
+
+def make_manifest(path, audio_files, texts=TEXTS):
+    """A JSONL manifest over ``audio_files`` with made-up translations (the manifest module's format)."""
+    with open(path, "w") as f:
+        for i, (a, t) in enumerate(zip(audio_files, texts)):
+            f.write(json.dumps({"id": f"u{i}", "audio": str(a), "duration": 1.0, "text": t,
+                                "translation": {"fr": FR[i % 3], "de": DE[i % 3]}, "voice": "en-us",
+                                "speed": 160, "pitch": 50, "snr": None}) + "\n")
     return str(path)

@@ -16,23 +16,7 @@ from speechllm.builders import tiny_slam
 from speechllm.modeldir import load_model
 from speechllm.provenance import stamped_by
 from speechllm.tasks import Task
-
-TEXTS = ["the small dog sees the red ball", "three cats sleep in the garden", "hello"]
-FR = ["le petit chien voit la balle rouge", "trois chats dorment dans le jardin", "bonjour"]
-DE = ["der kleine Hund sieht den roten Ball", "drei Katzen schlafen im Garten", "hallo"]
-
-
-
-
-def make_manifest(path, audio_files, texts=TEXTS):
-    """A JSONL manifest over ``audio_files`` with made-up translations (the manifest module's format)."""
-    with open(path, "w") as f:
-        for i, (a, t) in enumerate(zip(audio_files, texts)):
-            f.write(json.dumps({"id": f"u{i}", "audio": str(a), "duration": 1.0, "text": t,
-                                "translation": {"fr": FR[i % 3], "de": DE[i % 3]}, "voice": "en-us",
-                                "speed": 160, "pitch": 50, "snr": None}) + "\n")
-    return str(path)
-
+from tests.conftest import DE, FR, TEXTS, make_manifest
 
 @pytest.fixture(scope="module")
 def model():

@@ -19,7 +19,7 @@ from speechllm.modeldir import load_model
 from speechllm.provenance import Provenance
 from speechllm.tasks import Task
 from tests.conftest import write_wav
-from tests.prune_tools.test_analyze import make_manifest
+from tests.conftest import make_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = dict(batch_size=3, lr=1e-2, projector_lr=1e-2, warmup=0, lora_dropout=0.0, lora_r=8, lora_alpha=16)

@@ -14,7 +14,7 @@ from speechllm.generate import transcribe
 from speechllm.modeldir import load_model
 from speechllm.provenance import Provenance, model_fingerprint, stamped_by
 from speechllm.tasks import Task
-from tests.prune_tools.test_analyze import TEXTS, make_manifest
+from tests.conftest import TEXTS, make_manifest
 
 
 
