@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -14,14 +13,14 @@ from prune_tools.data.manifest import ManifestError, read_manifest, write_manife
 from prune_tools.data.synth import TRAIN_VOICES, UNSEEN_VOICES, SynthError, add_noise, synthesize
 from speechllm import cli
 from speechllm.errors import SlimError
+from tests.conftest import require_tools
 
 TINY = {"train": 6, "dev": 3, "test-clean": 3, "test-noisy": 3, "test-unseen-voice": 3}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _tools():
-    if not (shutil.which("espeak-ng") and shutil.which("sox")):
-        pytest.fail("espeak-ng and sox are required: apt-get install -y espeak-ng sox")
+    require_tools("espeak-ng", "sox", fix="apt-get install espeak-ng sox; scripts/setup.sh does")
 
 
 @pytest.fixture(scope="module")
