@@ -12,6 +12,7 @@ import pytest
 from .live import ROOT, free_port
 
 
+@pytest.mark.slow  # starts a server process
 def test_demo_script_writes_the_report(model_pair, tmp_path):
     out, port = tmp_path / "report", free_port()
     env = dict(os.environ, OUT=str(out), RATES="4", CONCURRENCY="2", DURATION="1", THREADS="1", PORT=str(port),

@@ -15,6 +15,8 @@ from speechllm import cli
 
 from .live import free_port, metric_samples
 
+pytestmark = pytest.mark.slow  # a server process over a socket
+
 
 def _ok_counts(url: str) -> dict[str, float]:
     out: dict[str, float] = {}

@@ -1,7 +1,11 @@
-"""The real ``slimspeech`` console script, as a user runs it."""
+"""The ``slimspeech`` command as a user runs it: ``speechllm.cli.main`` in this process (what the console
+script calls), and once through the real console script in a child process (slow tier)."""
 
+import contextlib
+import io
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,8 +17,29 @@ from tests.conftest import write_wav
 
 
 def run(*args):
+    """``slimspeech ARGS`` in this process -> returncode, stdout, stderr (as subprocess.run gives them)."""
+    from speechllm import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def run_process(*args):
     return subprocess.run([sys.executable, "-m", "speechllm.cli", *args], capture_output=True, text=True,
                           timeout=300)
+
+
+@pytest.mark.slow  # a child process
+def test_the_console_script_transcribes_and_reports_errors_in_one_line(tiny_slam_dir, speech_files, tmp_path):
+    ok = run_process("transcribe", "--model", str(tiny_slam_dir), *speech_files)
+    assert ok.returncode == 0 and len(ok.stdout.splitlines()) == len(speech_files), ok.stderr
+    bad = run_process("transcribe", "--model", str(tiny_slam_dir), str(tmp_path / "nope.wav"))
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: audio file not found"), bad.stderr
+    version = run_process("--version")
+    assert version.returncode == 0 and version.stdout.startswith("slimspeech ")
 
 
 def test_help_lists_verbs():

@@ -14,6 +14,7 @@ from speechllm import cli
 from speechllm.modeldir import load_model
 
 
+@pytest.mark.slow  # a memory probe process per model
 def test_compare_report(model_pair, bench_manifest, tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = ["compare", "--base", model_pair["base"], "--pruned", model_pair["pruned"], "--data", str(bench_manifest),
