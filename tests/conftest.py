@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,28 @@ import torch
 # models ~100x slower. Child processes inherit the environment.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+#: the checkout's root
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def python_stdout(code: str) -> str:
+    """What ``python -c code`` prints (stripped), run in a fresh interpreter from the checkout's root:
+    for checks on what an import loads, which the test process itself has loaded already."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    return out.stdout.strip()
+
+
+def file_imports(path: Path) -> set[str]:
+    """Top-level packages a source file imports (absolute imports only)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
 
 
 #: CI sets SLIMSPEECH_STRICT=1: there a missing tool or extra fails its tests instead of skipping them

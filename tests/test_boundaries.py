@@ -13,11 +13,10 @@ other packages' modules as strings, imported only when that verb runs (the runti
 import ast
 import pathlib
 import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, file_imports, python_stdout
 
 #: our top-level packages (and folders of Python files)
 OURS = frozenset({"speechllm", "prune_tools", "server", "loadtests", "deploy", "scripts", "tests"})
@@ -39,17 +38,6 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     # the tests exercise every package
     "tests": frozenset(),
 }
-
-
-def file_imports(path: pathlib.Path) -> set[str]:
-    """Top-level packages a source file imports (absolute imports only)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return found
 
 
 def imported_packages(pkg: str) -> set[str]:
@@ -88,15 +76,13 @@ def test_the_scan_sees_the_arrows_that_exist():
 def test_transcribe_verb_loads_neither_fastapi_nor_peft():
     code = ("import sys; from speechllm import cli, transcribe_cli, generate, surgery, builders; "
             "print(sorted(m for m in ('fastapi', 'peft', 'server', 'prune_tools') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "[]"
+    assert python_stdout(code) == "[]"
 
 
 def test_loadtest_verb_loads_no_model_code():
     code = ("import sys, loadtests.run; "
             "print(sorted(m for m in ('torch', 'speechllm', 'server', 'prune_tools') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "[]"
+    assert python_stdout(code) == "[]"
 
 
 # ---- private members --------------------------------------------------------------------------

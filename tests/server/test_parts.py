@@ -13,7 +13,7 @@ from server.main import settings_from_args
 from server.routers.models import summarize
 from server.settings import Settings, parse_models
 from speechllm.errors import ModelDirError, SlimError
-from tests.test_boundaries import file_imports
+from tests.conftest import file_imports
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

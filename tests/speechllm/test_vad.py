@@ -6,8 +6,6 @@ per-window API, thread safety, torch's thread count.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -15,8 +13,7 @@ import pytest
 import soundfile as sf
 
 from speechllm import vad
-from tests.conftest import espeak_wav
-from tests.test_boundaries import ROOT
+from tests.conftest import espeak_wav, python_stdout
 
 SR = 16000
 
@@ -84,8 +81,7 @@ def test_loading_keeps_torch_thread_count():
     """silero_vad sets torch's thread count to 1 when imported; loading through speechllm.vad must not."""
     code = ("import numpy as np, torch; torch.set_num_threads(3); from speechllm.vad import speech_probabilities; "
             "speech_probabilities(np.zeros(4000, np.float32)); import silero_vad; print(torch.get_num_threads())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "3"
+    assert python_stdout(code) == "3"
 
 
 def test_window_matches_the_server_planner():
