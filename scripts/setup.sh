@@ -11,7 +11,8 @@
 #   gpu       an NVIDIA GPU (nvidia-smi lists one): PyPI's CUDA torch 2.13.0 + vllm 0.32.0
 #   cpu       CPU without the +cpu build (PyPI alone): PyPI's torch (its CUDA build runs on CPU too)
 #             and the torch engine; the vllm engine is skipped, and the line says how to get it
-# System packages (espeak-ng + sox: speech for the tests and the demo; prometheus: the deploy/ tests)
+# System packages (espeak-ng + sox: speech for the tests and the demo; prometheus: the deploy/ tests;
+# buildah, podman, runc, debootstrap: the image build test)
 # are installed with apt when this user is root or has password-less sudo; otherwise one line names
 # what is missing and what it disables, and setup goes on (those tests skip, unless CI's strict mode).
 set -euo pipefail
@@ -24,6 +25,8 @@ command -v espeak-ng >/dev/null || apt_pkgs+=(espeak-ng)
 command -v sox >/dev/null || apt_pkgs+=(sox)
 # promtool and a real Prometheus for the deploy/ tests; without recommends (exporters and their services)
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then apt_lean+=(prometheus); fi
+# buildah + podman + runc + debootstrap: the slow test that builds and runs the Docker image without a daemon
+for tool in buildah podman runc debootstrap; do command -v "$tool" >/dev/null || apt_lean+=("$tool"); done
 if [ ${#apt_pkgs[@]} -gt 0 ] || [ ${#apt_lean[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
@@ -37,7 +40,7 @@ if [ ${#apt_pkgs[@]} -gt 0 ] || [ ${#apt_lean[@]} -gt 0 ]; then
     fi
   else
     echo "note: cannot install ${apt_pkgs[*]} ${apt_lean[*]} (no root, password-less sudo or apt): tests that" \
-         "speak test audio (espeak-ng, sox) or run Prometheus skip; install them to run those" >&2
+         "speak test audio (espeak-ng, sox), run Prometheus or build the image (buildah, podman) skip; install them to run those" >&2
   fi
 fi
 

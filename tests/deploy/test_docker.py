@@ -1,5 +1,7 @@
-"""The Dockerfile without a Docker engine: hadolint, its structure (non-root, HEALTHCHECK, deps before source,
-a CUDA target), the build context (.dockerignore), and its entry command and health check run for real."""
+"""The Dockerfile: hadolint, its structure (the BASE_IMAGE build arg, non-root, HEALTHCHECK, dependencies below
+the package layer, a CUDA target without a CUDA base), the requirements it installs, the build context
+(.dockerignore), its entry command and health check run for real without an engine, and (slow) the cpu image
+built with buildah by scripts/build_image.sh and run with podman."""
 
 from __future__ import annotations
 
@@ -80,30 +82,111 @@ def test_hadolint_passes():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def global_args(text: str) -> dict[str, str]:
+    """The ARGs before the first FROM (the build args every stage may declare), with their defaults."""
+    out = {}
+    for ins, args in instructions(text):
+        if ins == "FROM":
+            break
+        if ins == "ARG":
+            name, _, default = args.partition("=")
+            out[name] = default
+    return out
+
+
+RUNTIME = {"cpu": "deps", "cuda": "cuda-deps"}  # each runtime stage and the stage below it (base + dependencies)
+TRAINING_ONLY = ("peft", "jiwer", "sacrebleu", "matplotlib", "pytest")
+
+
+def parent(docker: dict, name: str) -> str:
+    return docker[name][0][1].split()[0]
+
+
+def chain(docker: dict, name: str) -> list[tuple[str, str]]:
+    """The instructions that make a stage's image: its parent stages' first."""
+    up = parent(docker, name)
+    return (chain(docker, up) if up in docker else []) + docker[name]
+
+
 def test_structure(docker):
     assert list(docker)[-1] == "cpu"  # `docker build .` gives the CPU image
-    assert {"deps", "build", "cuda", "cpu"} <= set(docker)
-    for name in ("cpu", "cuda"):
+    assert {"requirements", "deps", "cuda-deps", "build", "cuda", "cpu"} <= set(docker)
+    for name in RUNTIME:
         stage = docker[name]
         user = one(stage, "USER")
-        assert user not in ("root", "0") and re.search(rf"useradd --uid {user}\b", str(stage))
+        assert user not in ("root", "0") and re.search(rf"useradd --uid {user}\b", str(chain(docker, name)))
         assert [i for i, _ in stage].index("USER") < [i for i, _ in stage].index("CMD")
         assert one(stage, "HEALTHCHECK").startswith("--interval=")
         assert json.loads(one(stage, "CMD")) == ["slimspeech", "serve"]
         assert one(stage, "EXPOSE") == env_of(stage)["SLIMSPEECH_PORT"] == "8000"
         assert env_of(stage)["SLIMSPEECH_HOST"] == "0.0.0.0"  # in a container: reachable through -p
-    assert "vllm==" in str(docker["cuda"]) and env_of(docker["cuda"])["SLIMSPEECH_DEVICE"] == "cuda"
-    assert "--index-url https://download.pytorch.org/whl/cpu" in str(docker["deps"])  # no CUDA wheels on CPU
-    # cache-friendly: dependencies come from pyproject.toml alone, before any source is copied
-    for stage in (docker["deps"] + docker["build"], docker["cuda"]):
-        copies = [a for i, a in stage if i == "COPY"]
-        first_src = next(k for k, a in enumerate(copies) if a.startswith("speechllm "))
-        assert copies.index("pyproject.toml /src/pyproject.toml") < first_src
-        runs = [(k, a) for k, (i, a) in enumerate(stage) if i in ("RUN", "COPY")]
-        deps_install = next(k for k, a in runs if "-r /tmp/requirements.txt" in a)
-        src_copy = next(k for k, a in runs if a.startswith("speechllm "))
-        assert deps_install < src_copy
-    assert ("COPY", "--from=build /opt/venv /opt/venv") in docker["cpu"]
+    assert "vllm==" in str(docker["cuda-deps"]) and env_of(docker["cuda"])["SLIMSPEECH_DEVICE"] == "cuda"
+
+
+def test_base_image_and_torch_builds(docker):
+    """Every image on the BASE_IMAGE build arg; CPU torch only on CPU, CUDA 13 torch from PyPI on CUDA."""
+    text = DOCKERFILE.read_text()
+    args = global_args(text)
+    assert args["BASE_IMAGE"] == "python:3.11-slim-bookworm"
+    for name in docker:
+        assert chain(docker, name)[0][1].split()[0] == "${BASE_IMAGE}", name
+    # no CUDA base image (PyPI's torch brings its CUDA libraries as wheels): its driver floor is stated instead
+    assert "nvidia/cuda" not in text and env_of(docker["cuda"])["NVIDIA_REQUIRE_CUDA"] == "cuda>=13.0"
+    assert "driver >= 580" in text
+    # CPU: torch X+cpu (the +cpu pin: a build fails rather than fetch PyPI's CUDA build) from the PyTorch
+    # CPU index by default, or from the index / wheel dir the build args name
+    assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu" and args["TORCH_FIND_LINKS"] == ""
+    deps = str(docker["deps"])
+    assert '"torch==${TORCH_VERSION}+cpu"' in deps
+    assert 'PIP_INDEX_URL="$TORCH_INDEX_URL"' in deps and 'PIP_FIND_LINKS="$TORCH_FIND_LINKS"' in deps
+    assert "+cpu" not in str(docker["cuda-deps"]) and '"torch==${TORCH_VERSION}"' in str(docker["cuda-deps"])
+    # what setup.sh removes beside the CPU torch never gets into the CPU image, and the CUDA image keeps what
+    # vllm==0.32.0 requires (torchvision, torchaudio, torchcodec): no uninstall in either
+    for name in RUNTIME:
+        assert "uninstall" not in str(chain(docker, name)), name
+
+
+def test_layers_dependencies_before_code(docker):
+    """Cache-friendly: the dependencies (from pyproject.toml alone) are the lower layers of each image, our
+    package one layer above them, so a code change rebuilds and re-ships only that layer."""
+    def copies(stage):
+        return [a for i, a in docker[stage] if i == "COPY"]
+
+    assert copies("requirements") == ["pyproject.toml /src/pyproject.toml"]
+    for deps in RUNTIME.values():
+        assert copies(deps) == ["--from=requirements /requirements.txt /opt/slimspeech/requirements.txt"]
+        assert any("-r /opt/slimspeech/requirements.txt" in a for i, a in docker[deps] if i == "RUN")
+    # the CPU torch (~750 MB) in a layer of its own, below the rest: a dependency change leaves it cached
+    deps_runs = [a for i, a in docker["deps"] if i == "RUN"]
+    torch_run = next(k for k, a in enumerate(deps_runs) if "+cpu\"" in a)
+    assert torch_run < next(k for k, a in enumerate(deps_runs) if "-r /opt/slimspeech/requirements.txt" in a)
+    assert "-r " not in deps_runs[torch_run]
+    build = copies("build")
+    assert build[0] == "pyproject.toml /src/pyproject.toml" and any(a.startswith("speechllm ") for a in build)
+    assert docker["build"][-1] == ("RUN", "pip install --no-cache-dir --no-deps --root /opt/pkgroot /src")
+    for name, deps in RUNTIME.items():
+        assert parent(docker, name) == deps
+        steps = [(i, a) for i, a in docker[name] if i in ("RUN", "COPY")]
+        assert steps[0] == ("COPY", "--from=build /opt/pkgroot/ /")  # the first layer above the dependencies
+        assert not any("pip install" in a or "apt-get" in a for i, a in steps), name  # nothing installed above it
+
+
+def test_requirements_are_core_and_serve_only(docker, tmp_path):
+    """Run the requirements stage's own command on pyproject.toml: the core + the serve extra, nothing that
+    only training, pruning or tests need."""
+    import tomllib
+
+    run = one(docker["requirements"], "RUN")
+    code = json.loads(re.fullmatch(r'python3 -c (".*")', run).group(1))
+    out = tmp_path / "requirements.txt"
+    code = code.replace("/src/pyproject.toml", str(ROOT / "pyproject.toml")).replace("/requirements.txt", str(out))
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    reqs = out.read_text().splitlines()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert reqs == project["dependencies"] + project["optional-dependencies"]["serve"]
+    names = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in reqs}
+    assert {"torch", "fastapi", "uvicorn"} <= names
+    assert not names & set(TRAINING_ONLY), names & set(TRAINING_ONLY)
 
 
 def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
@@ -202,3 +285,120 @@ def test_entry_command_and_healthcheck(docker, model_pair, speech_files, tmp_pat
     # graceful: uvicorn finishes the shutdown, then re-raises the SIGTERM it caught (so -15, as docker expects)
     assert rc in (0, -signal.SIGTERM) and "Application shutdown complete" in log, log[-2000:]
     assert subprocess.run(check, env=env, timeout=30).returncode == 1  # nothing answers: unhealthy
+
+
+# ---- the image itself: built here with buildah, run with podman ---------------------------------------
+
+# podman on this kind of machine: runc (crun fails on hybrid cgroups), cgroupfs (no systemd), and rlimits
+# it may set (its defaults are refused)
+PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+
+
+def _podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([*PODMAN, *args], capture_output=True, text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: {out.returncode}\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    return out
+
+
+def _image_ids() -> set[str]:
+    return set(_podman("images", "--all", "--quiet", "--no-trunc").stdout.split())
+
+
+def test_build_script_usage():
+    script = ROOT / "scripts" / "build_image.sh"
+    out = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "--debootstrap-base" in out.stdout and "--torch-wheels" in out.stdout
+    bad = subprocess.run(["bash", str(script), "--target", "tpu"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "--target cpu|cuda" in bad.stderr
+
+
+@pytest.mark.slow  # 4-6 min on 2 cores with the debootstrapped base cached, up to 10 min from nothing
+@pytest.mark.timeout(1200)
+def test_cpu_image_builds_serves_and_transcribes(speech_files):
+    """`scripts/build_image.sh --debootstrap-base` builds the cpu target with buildah (no registry: the base is
+    Debian bookworm + its python3, debootstrapped here); podman runs it; its HEALTHCHECK passes; the real
+    `openai` client transcribes a spoken clip; `podman stop` drains it. Everything it made is removed after."""
+    from tests.conftest import STRICT, require_tools
+
+    require_tools("buildah", "podman", "runc", "debootstrap",
+                  fix="apt-get install buildah podman runc debootstrap")
+    if os.geteuid() != 0:
+        if STRICT:
+            pytest.fail("SLIMSPEECH_STRICT=1 but not root (debootstrap and podman's root storage need root)")
+        pytest.skip("needs root (debootstrap, podman's root storage)")
+    import uuid
+
+    from openai import OpenAI
+
+    name = f"slimspeech-test-{uuid.uuid4().hex[:8]}"
+    tag = f"localhost/{name}:latest"
+    port = free_port()
+    before = _image_ids()
+    try:
+        build = subprocess.run(["bash", str(ROOT / "scripts" / "build_image.sh"), "--debootstrap-base", "--no-cache",
+                                "--tag", tag], capture_output=True, text=True, timeout=900)
+        assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+        lines = build.stdout.strip().splitlines()
+        summary = lines[-1]
+        # "image TAG: N MB (base + dependencies B MB, package P MB), built in S s", and how the base and torch came
+        print(*[ln for ln in lines if ln.startswith(("base:", "torch:"))], summary, sep="\n")
+        m = re.fullmatch(rf"image {re.escape(tag)}: (\d+) MB \(base \+ dependencies (\d+) MB, package (\d+) MB\), "
+                         r"built in (\d+) s", summary)
+        assert m, summary
+        total, below, package = (int(g) for g in m.groups()[:3])
+        # a code change re-ships the package layers only (our code + the two demo models), not the dependencies
+        assert package < 150 < below and abs(below + package - total) <= 2
+        assert total < 2500  # MB: no CUDA wheels in the CPU image (they alone are several GB)
+
+        _podman("run", "--detach", "--name", name, "--network=host", *LIMITS,
+                "--env", f"SLIMSPEECH_PORT={port}", "--env", "SLIMSPEECH_THREADS=1", tag)
+        started = time.monotonic()
+        # the image's own HEALTHCHECK command, as the engine runs it
+        deadline = time.monotonic() + 240
+        while _podman("healthcheck", "run", name, check=False).returncode != 0:
+            state = _podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+            assert state == "running", _podman("logs", name, check=False).stderr[-3000:]
+            assert time.monotonic() < deadline, "HEALTHCHECK never passed"
+            time.sleep(2)
+        healthy = time.monotonic() - started
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 240
+        while httpx.get(f"{url}/ready", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(1)
+        print(f"container: HEALTHCHECK passed after {healthy:.0f} s, /ready after {time.monotonic() - started:.0f} s")
+        models = [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]]
+        assert models == ["demo", "demo-pruned"]  # `docker run IMAGE`: the demo model and its pruned export
+
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        for model in models:
+            with open(speech_files[0], "rb") as f:
+                raw = client.audio.transcriptions.with_raw_response.create(model=model, file=f)
+            text = raw.parse().text
+            print(f"{model}: {text!r}")
+            assert raw.status_code == 200 and text.strip()
+
+        # inside: uid 10001, the CPU torch, the core + serve only
+        probe = ("import importlib.metadata as md, os, torch; print(os.getuid(), torch.__version__, "
+                 "*sorted({d.metadata['Name'].lower() for d in md.distributions()}))")
+        uid, torch_version, *dists = _podman("exec", name, "python", "-c", probe).stdout.split()
+        assert uid == "10001" and torch_version.endswith("+cpu")
+        assert {"slimspeech", "fastapi", "uvicorn", "transformers"} <= set(dists)
+        unwanted = set(TRAINING_ONLY) | {"torchvision", "torchaudio", "torchcodec", "nvidia-cudnn-cu13", "triton"}
+        assert not unwanted & set(dists), unwanted & set(dists)
+
+        # `docker stop`: SIGTERM, in-flight work drains, then a clean exit well inside the 40 s we give it
+        t0 = time.monotonic()
+        _podman("stop", "--time", "40", name, timeout=60)
+        print(f"container: stopped in {time.monotonic() - t0:.1f} s")
+        assert time.monotonic() - t0 < 35
+        logs = _podman("logs", name)
+        assert "Application shutdown complete" in logs.stdout + logs.stderr
+    finally:
+        _podman("rm", "--force", "--ignore", name, check=False)
+        # the image, its intermediate layers and the base if this test imported it: what this build made
+        made = sorted(_image_ids() - before)
+        if made:
+            _podman("rmi", "--force", *made, check=False, timeout=300)
