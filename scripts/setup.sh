@@ -12,7 +12,7 @@
 #   cpu       CPU without the +cpu build (PyPI alone): PyPI's torch (its CUDA build runs on CPU too)
 #             and the torch engine; the vllm engine is skipped, and the line says how to get it
 # System packages (espeak-ng + sox: speech for the tests and the demo; prometheus: the deploy/ tests;
-# buildah, podman, runc, debootstrap: the image build test)
+# buildah, podman, runc, debootstrap: the image build test; chromium: the playground test)
 # are installed with apt when this user is root or has password-less sudo; otherwise one line names
 # what is missing and what it disables, and setup goes on (those tests skip, unless CI's strict mode).
 set -euo pipefail
@@ -27,6 +27,8 @@ command -v sox >/dev/null || apt_pkgs+=(sox)
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then apt_lean+=(prometheus); fi
 # buildah + podman + runc + debootstrap: the slow test that builds and runs the Docker image without a daemon
 for tool in buildah podman runc debootstrap; do command -v "$tool" >/dev/null || apt_lean+=("$tool"); done
+# chromium: the playground's browser test (Playwright drives this one; it downloads no browser of its own)
+command -v chromium >/dev/null || apt_lean+=(chromium)
 if [ ${#apt_pkgs[@]} -gt 0 ] || [ ${#apt_lean[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
@@ -40,7 +42,7 @@ if [ ${#apt_pkgs[@]} -gt 0 ] || [ ${#apt_lean[@]} -gt 0 ]; then
     fi
   else
     echo "note: cannot install ${apt_pkgs[*]} ${apt_lean[*]} (no root, password-less sudo or apt): tests that" \
-         "speak test audio (espeak-ng, sox), run Prometheus or build the image (buildah, podman) skip; install them to run those" >&2
+         "speak test audio (espeak-ng, sox), run Prometheus, build the image (buildah, podman) or drive a browser (chromium) skip; install them to run those" >&2
   fi
 fi
 

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 
 from speechllm.errors import SlimError
@@ -31,7 +32,7 @@ from .engines import make_engine
 from .errors import install_error_handlers
 from .metrics import UNKNOWN, ServerMetrics
 from .middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware
-from .routers import audio, models, ops
+from .routers import audio, models, ops, playground
 from .service import SpeechService
 from .settings import Settings, parse_models
 
@@ -72,8 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service.close()
             log.info("stopped")
 
-    app = FastAPI(title="slimspeech", summary="OpenAI-compatible speech recognition and translation",
-                  version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc from the assets in fastapi-offline's wheel: they work on a machine without network
+    app = FastAPIOffline(title="slimspeech", summary="OpenAI-compatible speech recognition and translation",
+                         version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
     app.state.service = service
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audio.router)
     app.include_router(models.router)
     app.include_router(ops.router)
+    playground.install(app)
     app.openapi = lambda: openapi_schema(app)
     # outermost last: the key is checked first, then admission (before any body byte is read),
     # then the body is counted as it is read

@@ -379,6 +379,10 @@ def test_cpu_image_builds_serves_and_transcribes(speech_files):
             text = raw.parse().text
             print(f"{model}: {text!r}")
             assert raw.status_code == 200 and text.strip()
+        # the playground and the API docs ship in the package (package data), with their assets
+        for page, asset in (("/", "/static/playground.js"), ("/docs", "/static-offline-docs/swagger-ui-bundle.js")):
+            assert httpx.get(url + page, timeout=10).status_code == 200, page
+            assert httpx.get(url + asset, timeout=10).status_code == 200, asset
 
         # inside: uid 10001, the CPU torch, the core + serve only
         probe = ("import importlib.metadata as md, os, torch; print(os.getuid(), torch.__version__, "
