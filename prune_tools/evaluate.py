@@ -5,11 +5,13 @@
 
 With ``--base``, the same data runs through the base (unpruned) model too and the report adds the
 relative degradation per split and task: WER_model / WER_base - 1 for transcription (the paper's
-measure; it tolerates <= 0.25) and 1 - BLEU_model / BLEU_base for translation.
+measure; it tolerates <= 0.25) and 1 - BLEU_model / BLEU_base for translation, and how far the
+model's outputs are from the base's (``disagreement``: the base's text as the reference, as the
+server's shadow mode measures it on live traffic).
 The report names each model it scored by dir, size and weight fingerprint
 (``speechllm.provenance.model_fingerprint``): ``slimspeech export --eval`` takes only a report of
 the very model it exports.
-Text normalisation for WER: see ``prune_tools.scoring``.
+Text normalisation for WER: see ``speechllm.scoring``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from speechllm import scoring
 from speechllm.audio import load_audio
 from speechllm.devices import resolve_device
 from speechllm.generate import transcribe
@@ -28,7 +31,6 @@ from speechllm.modeldir import default_model_dir, load_model, write_json
 from speechllm.provenance import dtype_name, stamp
 from speechllm.tasks import Task
 
-from . import scoring
 from .lineage import model_fingerprint
 from .rows import DEFAULT_TASKS, parse_tasks, read_rows, reference
 
@@ -37,8 +39,9 @@ TOLERANCE = 0.25  # the paper's relative WER degradation threshold (Figure 2)
 
 
 def evaluate_rows(model, rows: list[dict], tasks: list[Task], batch_size: int = 16,
-                  keep_hyps: int = 5) -> dict:
-    """-> {task_label: {wer | bleu, chrf, n, seconds, examples}} for one split."""
+                  keep_hyps: int = 5, hyps_out: dict | None = None) -> dict:
+    """-> {task_label: {wer | bleu, chrf, n, seconds, examples}} for one split; every hypothesis
+    goes into ``hyps_out[task_label]`` when it is given."""
     wavs = [load_audio(r["audio"], max_seconds=model.max_audio_seconds) for r in rows]
     out = {}
     for task in model.resolve_tasks(tasks):
@@ -51,7 +54,22 @@ def evaluate_rows(model, rows: list[dict], tasks: list[Task], batch_size: int = 
         res["seconds"] = round(time.time() - t0, 2)
         res["examples"] = [{"ref": r, "hyp": h} for r, h in zip(refs[:keep_hyps], hyps[:keep_hyps])]
         out[task.label] = res
+        if hyps_out is not None:
+            hyps_out[task.label] = hyps
     return out
+
+
+def disagreement(base_hyps: list[str], model_hyps: list[str], task_label: str) -> dict:
+    """How far the model's outputs are from the base's on the same clips, the base's standing in for the
+    reference: the mean per-utterance WER (a fraction; the server's shadow mode measures the same per
+    request) and the corpus WER in percent for transcription, the mean sentence chrF for translation."""
+    if task_label.startswith("translate"):
+        scores = [scoring.sentence_chrf(b, m) for b, m in zip(base_hyps, model_hyps)]
+        return {"n": len(scores), "mean_chrf": round(sum(scores) / len(scores), 4)}
+    scores = [scoring.agreement_wer(b, m) for b, m in zip(base_hyps, model_hyps)]
+    spoken = any(scoring.normalize(b) for b in base_hyps)
+    return {"n": len(scores), "mean_wer": round(sum(scores) / len(scores), 4),
+            "corpus_wer": round(scoring.wer(base_hyps, model_hyps), 2) if spoken else None}
 
 
 def relative_degradation(model_scores: dict, base_scores: dict) -> dict:
@@ -76,17 +94,23 @@ def evaluate(model_dir, manifests: list[str], tasks: list[Task], base_dir=None, 
         splits[Path(m).stem] = rows[:limit] if limit else rows
     report: dict = {**stamp("slimspeech evaluate"), "normalization": scoring.__doc__.strip().split("\n\n")[1],
                     "tasks": [str(t) for t in tasks], "splits": {k: len(v) for k, v in splits.items()}}
+    hyps: dict = {}  # role -> split -> task label -> hypotheses
     for role, path in (("model", model_dir), ("base", base_dir)):
         if path is None:
             continue
         model = load_model(path, device=device)
+        hyps[role] = {name: {} for name in splits}
         report[role] = {"dir": str(path), **model.describe(), "fingerprint": model_fingerprint(model),
                         "dtype": dtype_name(model.dtype),
-                        "scores": {name: evaluate_rows(model, rows, tasks, batch_size) for name, rows in splits.items()}}
+                        "scores": {name: evaluate_rows(model, rows, tasks, batch_size, hyps_out=hyps[role][name])
+                                   for name, rows in splits.items()}}
         log.info("%s %s: %s", role, path, {s: {t: {k: v for k, v in r.items() if k in ("wer", "bleu")}
                                                for t, r in d.items()} for s, d in report[role]["scores"].items()})
     if base_dir is not None:
         report["relative_degradation"] = relative_degradation(report["model"]["scores"], report["base"]["scores"])
+        report["disagreement"] = {split: {label: disagreement(hyps["base"][split][label], model_hyps, label)
+                                          for label, model_hyps in per_task.items()}
+                                  for split, per_task in hyps["model"].items()}
         report["tolerance"] = TOLERANCE
     return report
 

@@ -72,13 +72,13 @@ from speechllm.errors import SlimError
 from speechllm.generate import decode, greedy_generate
 from speechllm.modeldir import read_json, write_json
 from speechllm.provenance import Provenance, now
+from speechllm.scoring import score_task, wer
 from speechllm.tasks import Task
 from speechllm.tokenizer import TASK_TOKENS, train_bpe_tokenizer
 
 from .loop import Schedule, Step, combine_losses, ctc_loss, run_loop
 from .options import add_options, config_from_args, option, to_argv
 from .rows import reference
-from .scoring import score_task, wer
 
 log = logging.getLogger(__name__)
 STAGES = ("prep", "text", "ctc", "joint", "ship")

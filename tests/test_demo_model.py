@@ -6,10 +6,10 @@ import pytest
 
 from prune_tools.data.grammar import Grammar
 from prune_tools.data.synth import TRAIN_VOICES, synthesize
-from prune_tools.scoring import bleu, wer
 from speechllm.audio import load_audio
 from speechllm.generate import transcribe
 from speechllm.modeldir import DEMO_DIR, load_model
+from speechllm.scoring import bleu, wer
 from speechllm.tasks import Task
 
 pytestmark = pytest.mark.slow  # the demo-quality gate

@@ -11,10 +11,10 @@ import pytest
 
 from prune_tools.data.grammar import Grammar
 from prune_tools.data.synth import TRAIN_VOICES, synthesize
-from prune_tools.scoring import wer
 from speechllm.audio import load_audio
 from speechllm.generate import transcribe
 from speechllm.modeldir import load_model
+from speechllm.scoring import wer
 
 from .conftest import InProcessServer, wav_bytes
 

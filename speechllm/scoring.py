@@ -1,4 +1,7 @@
-"""Scores: WER (jiwer) for transcription, BLEU and chrF (sacrebleu) for translation.
+"""Scores: WER (jiwer) for transcription, BLEU and chrF (sacrebleu) for translation; used offline
+(``slimspeech evaluate``, ``train``) and live (the server's shadow mode), so both measure alike.
+jiwer and sacrebleu come with the ``prune`` and ``serve`` extras (not the core: ``slimspeech
+transcribe`` never imports this module).
 
 WER normalisation (both reference and hypothesis): Unicode NFKC, lowercase, every character
 that is not a letter, digit, apostrophe or space becomes a space (so "ball?" == "ball"),
@@ -32,6 +35,29 @@ def wer(refs: list[str], hyps: list[str]) -> float:
     if not keep:
         raise ValueError("all references are empty: cannot compute WER")
     return 100.0 * jiwer.wer([r[i] for i in keep], [h[i] for i in keep])
+
+
+def utterance_wer(ref: str, hyp: str) -> float | None:
+    """One utterance's WER as a fraction over normalised texts (None when the reference is empty)."""
+    r, h = normalize(ref), normalize(hyp)
+    if not r:
+        return None
+    return float(jiwer.wer(r, h)) if h else 1.0
+
+
+def agreement_wer(ref: str, hyp: str) -> float:
+    """How far one model's text is from another's on the same audio (``ref``: the reference model's):
+    ``utterance_wer``, except that two empty texts agree (0) and any words against an empty one count
+    as 1. Shadow mode and ``slimspeech evaluate``'s disagreement both score with it."""
+    w = utterance_wer(ref, hyp)
+    if w is None:
+        return 1.0 if normalize(hyp) else 0.0
+    return w
+
+
+def sentence_chrf(ref: str, hyp: str) -> float:
+    """One sentence's chrF (0-100, sacrebleu's defaults)."""
+    return float(sacrebleu.sentence_chrf(hyp, [ref]).score)
 
 
 def bleu(refs: list[str], hyps: list[str]) -> float:
