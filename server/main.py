@@ -32,9 +32,10 @@ from .engines import make_engine
 from .errors import install_error_handlers
 from .metrics import UNKNOWN, ServerMetrics
 from .middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware
-from .routers import audio, models, ops, playground
+from .routers import audio, models, ops, playground, shadow
 from .service import SpeechService
 from .settings import Settings, parse_models
+from .shadow import Shadow, parse_shadow
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = ServerMetrics()
     engine = make_engine(settings, model_dirs)
     service = SpeechService(engine, metrics, settings)
+    rules = parse_shadow(settings.shadow)
+    if rules:
+        Shadow.check(rules, list(model_dirs))
+        service.shadow = Shadow(rules, engine, metrics, max_pending=settings.shadow_max_pending,
+                                audio_dir=settings.shadow_audio_dir)
     metrics.attach(engine.memory_stats, engine.queue_depth, lambda: engine.ready, engine.engine_stats)
 
     async def load(app: FastAPI) -> None:
@@ -56,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return
         for info in engine.models().values():
             metrics.add_model(info)
+        if service.shadow is not None:
+            service.shadow.start()
         log.info("ready: engine %s serving %s", engine.name, ", ".join(engine.models()))
 
     @asynccontextmanager
@@ -69,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not loading.done():
                 loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
+            if service.shadow is not None:
+                await service.shadow.drain()
             await engine.stop()
             service.close()
             log.info("stopped")
@@ -88,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audio.router)
     app.include_router(models.router)
     app.include_router(ops.router)
+    app.include_router(shadow.router)
     playground.install(app)
     app.openapi = lambda: openapi_schema(app)
     # outermost last: the key is checked first, then admission (before any body byte is read),
@@ -154,6 +165,11 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--max-audio-seconds": ("max_audio_seconds", float, "longest audio in total (default 600)"),
     "--chunk-overlap-seconds": ("chunk_overlap_seconds", float, "overlap of split long audio (default 0.5)"),
     "--demo-pruned-dir": ("demo_pruned_dir", str, "pruned demo export served beside the demo model"),
+    "--shadow": ("shadow", str, "MODEL=REFERENCE[:FRACTION],...: also run a sampled fraction (default 1) of MODEL's "
+                                "requests on REFERENCE in the background and compare (GET /v1/shadow, "
+                                "slimspeech_shadow_* metrics)"),
+    "--shadow-max-pending": ("shadow_max_pending", int, "shadow runs at once before samples are dropped (default 4)"),
+    "--shadow-audio-dir": ("shadow_audio_dir", str, "write the worst shadow examples' audio here (default: none kept)"),
     "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' (prefer SLIMSPEECH_API_KEY)"),
     "--graceful-shutdown-seconds": ("graceful_shutdown_seconds", float, "wait for in-flight requests (default 30)"),
     "--log-level": ("log_level", str, "critical | error | warning | info | debug"),

@@ -16,6 +16,9 @@ Process: slimspeech_memory_rss_bytes, slimspeech_queue_depth, slimspeech_ready, 
 slimspeech_cuda_memory_allocated_bytes / slimspeech_cuda_memory_peak_bytes.
 Engine vllm, per model: slimspeech_engine_running_requests, slimspeech_engine_waiting_requests,
 slimspeech_kv_cache_usage_ratio (vLLM's scheduler figures).
+Shadow mode (server/shadow.py; labels model, reference, task): slimspeech_shadow_wer,
+slimspeech_shadow_chrf (histograms), slimspeech_shadow_requests_total (labels model, reference,
+outcome).
 
 Requests that name no served model (or fail before the task is known) carry model/task
 ``unknown``, so a client cannot grow the label set.
@@ -35,6 +38,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNKNOWN = "unknown"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SHADOW_WER_BUCKETS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
+SHADOW_CHRF_BUCKETS = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 100.0)
 RTF_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 #: every per-request metric family (as exposed), for tests and dashboards
 REQUEST_METRICS = (
@@ -112,6 +117,15 @@ class ServerMetrics:
         self.decoder_layers = Gauge("slimspeech_decoder_layers", "Decoder layers of the model", ["model"], registry=r)
         self.parameters = Gauge("slimspeech_parameters", "Parameters of the model", ["model"], registry=r)
         self.weight_bytes = Gauge("slimspeech_weight_bytes", "Bytes of the model's weights", ["model"], registry=r)
+        shadow = ["model", "reference", "task"]
+        self.shadow = {
+            "wer": Histogram("slimspeech_shadow_wer", "Shadow mode: WER of the model's text against the reference "
+                             "model's (a fraction, per request)", shadow, buckets=SHADOW_WER_BUCKETS, registry=r),
+            "chrf": Histogram("slimspeech_shadow_chrf", "Shadow mode: sentence chrF of the model's translation "
+                              "against the reference model's (0-100)", shadow, buckets=SHADOW_CHRF_BUCKETS, registry=r),
+        }
+        self.shadow_requests = Counter("slimspeech_shadow_requests", "Shadow mode: sampled requests by outcome",
+                                       ["model", "reference", "outcome"], registry=r)
 
     def attach(self, memory_stats: Callable[[], dict], queue_depth: Callable[[], int],
                ready: Callable[[], bool], engine_stats: Callable[[], dict] = dict) -> None:
@@ -148,6 +162,19 @@ class ServerMetrics:
         if audio_seconds:
             self.audio_seconds.labels(model, task).inc(audio_seconds)
             self.real_time_factor.labels(model, task).observe(seconds / audio_seconds)
+
+    def shadow_series(self, model: str, reference: str, task: str) -> None:
+        """Zeroed shadow series of one pair and task (exported from start-up)."""
+        self.shadow["chrf" if task.startswith("translate") else "wer"].labels(model, reference, task)
+        for outcome in ("compared", "dropped_load"):
+            self.shadow_requests.labels(model, reference, outcome)
+
+    def shadow_outcome(self, model: str, reference: str, outcome: str) -> None:
+        self.shadow_requests.labels(model, reference, outcome).inc()
+
+    def shadow_observe(self, model: str, reference: str, task: str, metric: str, value: float) -> None:
+        self.shadow[metric].labels(model, reference, task).observe(value)
+        self.shadow_outcome(model, reference, "compared")
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -38,6 +38,7 @@ from .formats import Segment, Transcript, language_name
 from .longform import Chunk, TextJoiner, VadParams, plan_chunks, plan_speech_chunks
 from .metrics import UNKNOWN, ServerMetrics
 from .settings import Settings
+from .shadow import Shadow
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ class Job:
     handles: list[RequestHandle] = field(default_factory=list)
     results: list[EngineResult] = field(default_factory=list)
     finished: bool = False
+    #: the id its engine requests, logs and shadow records carry
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    #: the answer's text, once there is one (shadow mode compares it)
+    text: str | None = None
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -85,6 +90,8 @@ class SpeechService:
         self.limits = AudioLimits(min_sample_rate=settings.min_sample_rate, max_sample_rate=settings.max_sample_rate,
                                   max_channels=settings.max_channels, max_samples=settings.max_decode_samples)
         self._decoders = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="slimspeech-decode")
+        #: shadow mode (server/shadow.py), when the settings have rules
+        self.shadow: Shadow | None = None
 
     def _engine_state(self) -> EngineState:
         return EngineState(ready=self.engine.ready, stopping=self.engine.stopping, load_error=self.load_error)
@@ -149,11 +156,10 @@ class SpeechService:
     # ---- running ------------------------------------------------------------------------
     def submit(self, job: Job, stream: bool = False) -> None:
         """One engine request per chunk; all or none are queued."""
-        request_id = uuid.uuid4().hex[:16]
         try:
             for i, chunk in enumerate(job.chunks):
                 req = EngineRequest(job.info.name, job.task, job.audio[chunk.start:chunk.end], stream=stream,
-                                    request_id=f"{request_id}-{i}")
+                                    request_id=f"{job.request_id}-{i}")
                 job.handles.append(self.engine.submit(req))
         except BaseException:
             self.cancel(job)
@@ -211,6 +217,7 @@ class SpeechService:
                 segments.append(Segment(len(segments), start, end, part, result.token_ids, result.avg_logprob,
                                         chunk.no_speech_prob))
         out_lang = job.task.target_lang or job.info.source_language
+        job.text = joiner.joined
         return Transcript(
             task=job.task.name, language=language_name(out_lang, job.info.prompts.languages),
             duration=job.duration, text=joiner.joined, segments=segments,
@@ -229,3 +236,5 @@ class SpeechService:
         first = job.handles[0].first_token_at if job.handles else None
         self.metrics.observe_request(*job.labels, status, time.perf_counter() - job.started, job.duration,
                                      None if first is None else first - job.started)
+        if self.shadow is not None:
+            self.shadow.offer(job)

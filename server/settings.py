@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(600.0, gt=0)
     #: audio shared by consecutive pieces of a split clip
     chunk_overlap_seconds: float = Field(0.5, ge=0)
+    #: shadow mode (server/shadow.py): ``MODEL=REFERENCE[:fraction]`` rules, comma-separated
+    shadow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: shadow mode: most shadow runs at once; beyond it (or while clients' requests queue) samples are dropped
+    shadow_max_pending: int = Field(4, ge=1, le=1024)
+    #: shadow mode: where the worst examples' audio is written (default: audio is never kept)
+    shadow_audio_dir: Path | None = None
     #: when set, /v1/* requires ``Authorization: Bearer <key>``
     api_key: SecretStr | None = None
     #: how long shutdown waits for in-flight requests
@@ -117,6 +123,14 @@ class Settings(BaseSettings):
     @classmethod
     def _models(cls, value):
         return parse_models(value)
+
+    @field_validator("shadow", mode="before")
+    @classmethod
+    def _shadow(cls, value):
+        from .shadow import parse_shadow
+
+        rules = parse_shadow(value)  # raises ValueError naming the bad rule
+        return [f"{r.model}={r.reference}:{r.fraction:g}" for r in rules.values()]
 
     @field_validator("cors_origins", mode="before")
     @classmethod

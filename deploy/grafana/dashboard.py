@@ -83,6 +83,17 @@ PANELS = [
          f'sum(rate(slimspeech_decode_seconds_sum{{model="{m}"}}[{RATE}]))'))),
       ("ideal: inverse layer ratio", ratio(lambda m: f'1 / sum(slimspeech_decoder_layers{{model="{m}"}})'))],
      "timeseries", 8),
+    ("Shadow mode: mean WER of each model against its reference (live pruning drift)", "percentunit",
+     [("{{model}} vs {{reference}} {{task}}",
+       f"sum by (model, reference, task) (rate(slimspeech_shadow_wer_sum{{{SEL}}}[{RATE}])) / "
+       f"sum by (model, reference, task) (rate(slimspeech_shadow_wer_count{{{SEL}}}[{RATE}]))")],
+     "timeseries", 8),
+    ("Shadow mode: mean chrF against the reference, and dropped samples/s", "short",
+     [("{{model}} vs {{reference}} {{task}} chrF",
+       f"sum by (model, reference, task) (rate(slimspeech_shadow_chrf_sum{{{SEL}}}[{RATE}])) / "
+       f"sum by (model, reference, task) (rate(slimspeech_shadow_chrf_count{{{SEL}}}[{RATE}]))"),
+      ("{{model}} dropped", f'sum by (model) (rate(slimspeech_shadow_requests_total{{{SEL}, outcome!="compared"}}[{RATE}]))')],
+     "timeseries", 8),
     ("Models: decoder layers, parameters, weight bytes", "short",
      [("layers {{model}}", f"slimspeech_decoder_layers{{{SEL}}}"),
       ("parameters {{model}}", f"slimspeech_parameters{{{SEL}}}"),

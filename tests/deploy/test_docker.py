@@ -95,7 +95,7 @@ def global_args(text: str) -> dict[str, str]:
 
 
 RUNTIME = {"cpu": "deps", "cuda": "cuda-deps"}  # each runtime stage and the stage below it (base + dependencies)
-TRAINING_ONLY = ("peft", "jiwer", "sacrebleu", "matplotlib", "pytest")
+TRAINING_ONLY = ("peft", "matplotlib", "pytest")
 
 
 def parent(docker: dict, name: str) -> str:
@@ -320,7 +320,7 @@ def test_cpu_image_builds_serves_and_transcribes(speech_files):
     """`scripts/build_image.sh --debootstrap-base` builds the cpu target with buildah (no registry: the base is
     Debian bookworm + its python3, debootstrapped here); podman runs it; its HEALTHCHECK passes; the real
     `openai` client transcribes a spoken clip; `podman stop` drains it. Everything it made is removed after."""
-    from tests.conftest import STRICT, require_tools
+    from tests.conftest import STRICT, require, require_tools
 
     require_tools("buildah", "podman", "runc", "debootstrap",
                   fix="apt-get install buildah podman runc debootstrap")
@@ -328,6 +328,15 @@ def test_cpu_image_builds_serves_and_transcribes(speech_files):
         if STRICT:
             pytest.fail("SLIMSPEECH_STRICT=1 but not root (debootstrap and podman's root storage need root)")
         pytest.skip("needs root (debootstrap, podman's root storage)")
+    # the cpu target needs torch X+cpu: a wheel in pip's find-links (build_image.sh mounts it) or the PyTorch
+    # CPU index; PyPI alone has only the CUDA build
+    torch_version = re.search(r"^ARG TORCH_VERSION=(\S+)", DOCKERFILE.read_text(), re.M).group(1)
+    probe = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed",
+                            "-q", "--retries", "1", "--timeout", "15", f"torch=={torch_version}+cpu", "--extra-index-url",
+                            "https://download.pytorch.org/whl/cpu"], capture_output=True, text=True, timeout=180)
+    require(probe.returncode == 0, f"torch {torch_version}+cpu (a wheel in pip's find-links or the PyTorch CPU "
+                                   "index)", "put the wheel in a folder and pass it as PIP_FIND_LINKS, or open "
+                                             "https://download.pytorch.org/whl/cpu")
     import uuid
 
     from openai import OpenAI

@@ -45,6 +45,9 @@ def test_settings_from_env_and_flags(monkeypatch, model_pair):
     (["--vllm-args", "{not json"], "--vllm-args"),
     (["--vllm-args", "[1, 2]"], "--vllm-args"),
     (["--vllm-gpu-memory-utilization", "1.5"], "--vllm-gpu-memory-utilization"),
+    (["--shadow", "pruned"], "--shadow"),
+    (["--shadow", "pruned=base:1.5"], "--shadow"),
+    (["--shadow", "pruned=pruned"], "--shadow"),
 ])
 def test_bad_flags_name_the_flag(argv, flag):
     with pytest.raises(SlimError) as e:

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from server.settings import Settings
+from speechllm.scoring import utterance_wer as wer
 from tests.conftest import ROOT, espeak_wav, require
 from tests.server.conftest import InProcessServer, ServerProcess
 
@@ -80,14 +81,6 @@ def artifacts() -> Path:
     out = Path(os.environ.get("SLIMSPEECH_ARTIFACTS", ROOT / "runs" / "test-artifacts"))
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def wer(ref: str, hyp: str) -> float:
-    import jiwer
-
-    norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
-                          jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
-    return jiwer.wer(ref, hyp, reference_transform=norm, hypothesis_transform=norm)
 
 
 @pytest.fixture(scope="module")
