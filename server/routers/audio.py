@@ -6,7 +6,7 @@
     curl -N -F file=@clip.wav -F model=pruned -F stream=true http://127.0.0.1:8000/v1/audio/transcriptions
 
 Fields, and what each does here:
-- file: the audio (wav, flac, ogg; limits in the README); model: a served name, never a path
+- file: the audio (wav, flac, ogg, webm, mp4/m4a, mp3, aac; limits in the README); model: a served name, never a path
   (default: the first served model);
 - language: the spoken language; must be the model's;
 - response_format json|text|verbose_json|srt|vtt; stream (SSE, json or text formats);
@@ -40,7 +40,7 @@ router = APIRouter(prefix="/v1/audio", tags=["audio"])
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 _DESCRIPTIONS = {
-    "file": "audio file (wav, flac, ogg)",
+    "file": "audio file (wav, flac, ogg, webm, mp4/m4a, mp3, aac)",
     "model": "served model name (GET /v1/models)",
     "stream_include_usage": "vLLM's field: stream vLLM's chunk shape (ends with [DONE]); true adds a usage chunk",
     "chunking_strategy": 'auto, or {"type": "server_vad", "threshold", "silence_duration_ms", "prefix_padding_ms"}: '
