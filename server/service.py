@@ -19,6 +19,7 @@ once per request, whatever its outcome.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import uuid
@@ -56,6 +57,8 @@ class Job:
     """One HTTP request; filled in as its fields are checked (labels stay ``unknown`` until then)."""
 
     ticket: Ticket | None = None
+    #: the HTTP request's id (X-Request-Id); engine requests are named ``<id>-<chunk>``
+    request_id: str = ""
     started: float = field(default_factory=time.perf_counter)
     info: ModelInfo | None = None
     task: Task | None = None
@@ -104,7 +107,8 @@ class SpeechService:
         return models[name]
 
     async def _off_loop(self, fn, *args, **kw):
-        return await asyncio.get_running_loop().run_in_executor(self._decoders, lambda: fn(*args, **kw))
+        ctx = contextvars.copy_context()  # the decode thread's log lines carry the request's id
+        return await asyncio.get_running_loop().run_in_executor(self._decoders, lambda: ctx.run(fn, *args, **kw))
 
     async def prepare(self, job: Job, *, model: str | None, task: str, upload: bytes | BinaryIO,
                       target_language: str | None = None, language: str | None = None,
@@ -149,7 +153,7 @@ class SpeechService:
     # ---- running ------------------------------------------------------------------------
     def submit(self, job: Job, stream: bool = False) -> None:
         """One engine request per chunk; all or none are queued."""
-        request_id = uuid.uuid4().hex[:16]
+        request_id = job.request_id or uuid.uuid4().hex[:16]
         try:
             for i, chunk in enumerate(job.chunks):
                 req = EngineRequest(job.info.name, job.task, job.audio[chunk.start:chunk.end], stream=stream,
@@ -174,7 +178,7 @@ class SpeechService:
     async def events(self, job: Job) -> AsyncIterator[dict]:
         """SSE events: transcript.text.delta ..., transcript.text.done (or an error envelope)."""
         joiner = TextJoiner.for_chunks(job.chunks)
-        status = 200
+        status, error = 200, None
         try:
             for handle in job.handles:
                 async for delta in handle.deltas():
@@ -193,11 +197,11 @@ class SpeechService:
             raise
         except Exception as exc:
             err = as_api_error(exc)
-            status = err.status
+            status, error = err.status, err.message
             yield err.body()
         finally:
             self.cancel(job)
-            self.finish(job, status)
+            self.finish(job, status, error)
 
     def _clip_done(self, job: Job, result: EngineResult) -> None:
         job.results.append(result)
@@ -218,14 +222,17 @@ class SpeechService:
             output_tokens=sum(len(r.token_ids) for r in job.results))
 
     # ---- accounting ---------------------------------------------------------------------
-    def finish(self, job: Job, status: int) -> None:
-        """Record one request (once), successful or not."""
+    def finish(self, job: Job, status: int, error: str | None = None) -> None:
+        """Record one request (once), successful or not, and log one line about it (``error``: why it failed)."""
         if job.finished:
             return
         job.finished = True
+        elapsed = time.perf_counter() - job.started
+        log.info("%s %s: %d, %.2f s of audio in %.3f s%s", *job.labels, status, job.duration, elapsed,
+                 f": {error}" if error else "")
         if status != 200:
             self.metrics.observe_request(*job.labels, status)
             return
         first = job.handles[0].first_token_at if job.handles else None
-        self.metrics.observe_request(*job.labels, status, time.perf_counter() - job.started, job.duration,
+        self.metrics.observe_request(*job.labels, status, elapsed, job.duration,
                                      None if first is None else first - job.started)

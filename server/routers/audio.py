@@ -123,7 +123,7 @@ async def _run(request: Request, task: str, form: "AudioForm", target_language: 
     service: SpeechService = request.app.state.service
     file, stream, response_format = form.file, form.stream, form.response_format
     # admitted (a slot held) by AdmissionMiddleware before the body was read
-    job = Job(ticket=getattr(request.state, "ticket", None))
+    job = Job(ticket=getattr(request.state, "ticket", None), request_id=getattr(request.state, "request_id", ""))
     try:
         _check_fields(response_format, form.granularities, stream, form.include)
         chunking = parse_chunking(form.chunking_strategy)
@@ -138,7 +138,7 @@ async def _run(request: Request, task: str, form: "AudioForm", target_language: 
         service.submit(job, stream=stream)
     except Exception as exc:
         err = as_api_error(exc)
-        service.finish(job, err.status)
+        service.finish(job, err.status, err.message)
         raise err from None
 
     if stream:
@@ -168,7 +168,7 @@ async def _run(request: Request, task: str, form: "AudioForm", target_language: 
     except Exception as exc:
         service.cancel(job)
         err = as_api_error(exc)
-        service.finish(job, err.status)
+        service.finish(job, err.status, err.message)
         raise err from None
     service.finish(job, 200)
     return render(transcript, response_format)
