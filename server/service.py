@@ -39,6 +39,7 @@ from .formats import Segment, Transcript, language_name
 from .longform import Chunk, TextJoiner, VadParams, plan_chunks, plan_speech_chunks
 from .metrics import UNKNOWN, ServerMetrics
 from .settings import Settings
+from .words import WordTimes
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class Job:
     audio: np.ndarray | None = None
     chunks: list[Chunk] = field(default_factory=list)
     handles: list[RequestHandle] = field(default_factory=list)
+    #: timestamp_granularities[]=word: align the transcript's words (collect)
+    words: bool = False
     results: list[EngineResult] = field(default_factory=list)
     finished: bool = False
 
@@ -88,6 +91,7 @@ class SpeechService:
         self.limits = AudioLimits(min_sample_rate=settings.min_sample_rate, max_sample_rate=settings.max_sample_rate,
                                   max_channels=settings.max_channels, max_samples=settings.max_decode_samples)
         self._decoders = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="slimspeech-decode")
+        self.words = WordTimes()
 
     def _engine_state(self) -> EngineState:
         return EngineState(ready=self.engine.ready, stopping=self.engine.stopping, load_error=self.load_error)
@@ -112,9 +116,16 @@ class SpeechService:
 
     async def prepare(self, job: Job, *, model: str | None, task: str, upload: bytes | BinaryIO,
                       target_language: str | None = None, language: str | None = None,
-                      filename: str | None = None, chunking: Chunking | None = None) -> Job:
+                      filename: str | None = None, chunking: Chunking | None = None, words: bool = False) -> Job:
         job.info = info = self.model(model)
         job.task = info.prompts.resolve(task, target_language or None)
+        if words:
+            why = self.words.unavailable(info)
+            if why:
+                raise ApiError(400, f"model {info.name!r} gives no word timestamps: {why}; use "
+                                    "timestamp_granularities[]=segment", param="timestamp_granularities",
+                               code="unsupported_value")
+            job.words = True
         if language and language.lower() != info.source_language.lower():
             raise ApiError(400, f"language {language[:20]!r}: model {info.name!r} takes {info.source_language} "
                                 f"speech only (leave language out or send {info.source_language!r})",
@@ -173,7 +184,11 @@ class SpeechService:
             result = await handle.result()
             self._clip_done(job, result)
             joiner.finish_chunk(result.text)
-        return self._transcript(job, joiner)
+        transcript = self._transcript(job, joiner)
+        if job.words:
+            transcript.words = await self._off_loop(self.words.align, job.info, job.audio, job.chunks,
+                                                    [r.text for r in job.results], joiner.parts)
+        return transcript
 
     async def events(self, job: Job) -> AsyncIterator[dict]:
         """SSE events: transcript.text.delta ..., transcript.text.done (or an error envelope)."""

@@ -16,10 +16,13 @@ Fields, and what each does here:
   the voice-activity detector even when it fits the model's window (longer audio always is);
 - translations: target_language, or vLLM's name for it, to_language (default: the model's
   first target language);
+- timestamp_granularities[]=word (transcriptions, response_format verbose_json, srt or vtt): each
+  word's start and end from the CTC alignment of the transcript (server/words.py); a model without a
+  CTC head is a 400 saying why; segment is always given;
 - accepted and without effect: prompt (the task prompt comes from the model dir), temperature
-  (0-1; decoding is always greedy), timestamp_granularities[]=segment;
-- refused with a 400 naming them: timestamp_granularities[]=word, include[] (no per-token
-  log-probabilities), target_language / to_language on /transcriptions (use /translations).
+  (0-1; decoding is always greedy);
+- refused with a 400 naming them: include[] (no per-token log-probabilities), target_language /
+  to_language on /transcriptions (use /translations).
 """
 
 from __future__ import annotations
@@ -55,13 +58,24 @@ _REFUSED_LIST = {"description": "OpenAI's include[]: not supported (no per-token
                  "json_schema_extra": {"items": {"type": "string", "maxLength": 0}}}
 
 
-def _check_fields(response_format: str, granularities: list[str], stream: bool, include: list[str]) -> None:
+#: response formats that can carry word timestamps (verbose_json's words, one srt/vtt cue per word)
+WORD_FORMATS = ("verbose_json", "srt", "vtt")
+
+
+def _check_fields(response_format: str, granularities: list[str], stream: bool, include: list[str],
+                  task: str = "transcribe") -> None:
     for g in granularities:
-        if g == "word":
-            raise ApiError(400, "word timestamps are not available: use timestamp_granularities[]=segment",
-                           param="timestamp_granularities", code="unsupported_value")
-        if g != "segment":
-            raise ApiError(400, f"timestamp granularity {g[:20]!r}: use segment",
+        if g not in ("segment", "word"):
+            raise ApiError(400, f"timestamp granularity {g[:20]!r}: use segment or word",
+                           param="timestamp_granularities", code="invalid_value")
+    if "word" in granularities:
+        if task != "transcribe":
+            raise ApiError(400, "word timestamps are for /v1/audio/transcriptions: a translation's words are not "
+                                "the words spoken in the audio", param="timestamp_granularities",
+                           code="unsupported_value")
+        if stream or response_format not in WORD_FORMATS:
+            raise ApiError(400, "word timestamps come in response_format verbose_json (words), srt or vtt (one cue "
+                                f"per word), not {'a stream' if stream else response_format}",
                            param="timestamp_granularities", code="invalid_value")
     if any(include):
         raise ApiError(400, f"include[]={next(i for i in include if i)[:20]!r} is not supported: this server returns no per-token "
@@ -125,7 +139,7 @@ async def _run(request: Request, task: str, form: "AudioForm", target_language: 
     # admitted (a slot held) by AdmissionMiddleware before the body was read
     job = Job(ticket=getattr(request.state, "ticket", None), request_id=getattr(request.state, "request_id", ""))
     try:
-        _check_fields(response_format, form.granularities, stream, form.include)
+        _check_fields(response_format, form.granularities, stream, form.include, task)
         chunking = parse_chunking(form.chunking_strategy)
         limit = service.settings.max_upload_bytes
         if file.size is not None and file.size > limit:
@@ -134,7 +148,7 @@ async def _run(request: Request, task: str, form: "AudioForm", target_language: 
         # the upload's spooled file (on disk past 1 MB) is decoded in place, never copied into memory
         await service.prepare(job, model=form.model or None, task=task, upload=file.file,
                               target_language=target_language or None, language=form.language or None,
-                              filename=file.filename, chunking=chunking)
+                              filename=file.filename, chunking=chunking, words="word" in form.granularities)
         service.submit(job, stream=stream)
     except Exception as exc:
         err = as_api_error(exc)
