@@ -198,7 +198,10 @@ class WordAligner:
         spans = _word_spans(text)
         if not spans:
             return []
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        try:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:  # a slow (Python) tokenizer: no character offsets to group tokens by
+            raise AlignmentError("the model's tokenizer gives no character offsets (use a fast tokenizer)") from None
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         lp = self.log_probs(wav) if log_probs is None else log_probs
         if any(i >= self.blank for i in ids):  # added tokens the CTC head has no output for
