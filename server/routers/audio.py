@@ -45,6 +45,8 @@ ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 _DESCRIPTIONS = {
     "file": "audio file (wav, flac, ogg, webm, mp4/m4a, mp3, aac)",
     "model": "served model name (GET /v1/models)",
+    "timestamp_granularities": "segment (always given), word: verbose_json words / one srt or vtt cue per word, on "
+                               "/transcriptions, for models with a CTC head (the demo models)",
     "stream_include_usage": "vLLM's field: stream vLLM's chunk shape (ends with [DONE]); true adds a usage chunk",
     "chunking_strategy": 'auto, or {"type": "server_vad", "threshold", "silence_duration_ms", "prefix_padding_ms"}: '
                          "cut at pauses found by voice activity detection (always done for audio longer than the "
@@ -206,7 +208,8 @@ class AudioForm:
         prompt: str | None = Form(None, max_length=4096, description="accepted, unused"),
         response_format: ResponseFormat = Form("json"),
         temperature: float = Form(0.0, ge=0.0, le=1.0, description="accepted; decoding is greedy"),
-        timestamp_granularities: list[str] = Form([], alias="timestamp_granularities[]"),
+        timestamp_granularities: list[str] = Form([], alias="timestamp_granularities[]",
+                                                  description=_DESCRIPTIONS["timestamp_granularities"]),
         stream: bool = Form(False),
         stream_include_usage: bool | None = Form(None, description=_DESCRIPTIONS["stream_include_usage"]),
         chunking_strategy: str | None = Form(None, max_length=500, description=_DESCRIPTIONS["chunking_strategy"]),

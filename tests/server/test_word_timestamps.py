@@ -125,6 +125,29 @@ def test_a_model_without_ctc_head_says_why(tmp_path_factory, clip):
         srv.close()
 
 
+def test_long_audio_words_come_from_every_chunk_on_one_timeline(server, tmp_path):
+    """Over the demo model's 16 s window: the VAD cuts it at pauses and each piece's words are shifted to
+    the upload's timeline; together they are the joined text's words, in order."""
+    require_tools("espeak-ng", "sox", fix="apt-get install espeak-ng sox; scripts/setup.sh does")
+    sentences = ["the small dog sees the red ball", "three cats sleep in the garden",
+                 "my brother will not eat the green apple", "a teacher reads the long letter",
+                 "the old farmer walked to the river", "her friends will visit the castle"]
+    pause = np.zeros(int(0.7 * SR), np.float32)
+    parts, onsets = [pause], []
+    for i, text in enumerate(sentences):
+        onsets.append(sum(len(p) for p in parts) / SR)
+        parts += [_speech(text, tmp_path / f"{i}.flac"), pause]
+    audio = np.concatenate(parts * 2)  # about 30 s
+    onsets += [o + len(np.concatenate(parts)) / SR for o in onsets]
+    body = _words(server, audio)
+    assert len(audio) / SR > 20 and len(body["segments"]) >= 2
+    _check_inside_and_ordered(body, len(audio) / SR)
+    # each sentence's onset has a word starting there
+    gaps = [min(abs(o - w["start"]) for w in body["words"]) for o in onsets]
+    print("onset to nearest word start (s):", [round(g, 3) for g in gaps])
+    assert np.median(gaps) <= 0.08 and max(gaps) <= 0.25, gaps
+
+
 # ---- the issue's acceptance --------------------------------------------------------------------------
 
 N = 20
