@@ -60,6 +60,8 @@ class Transcript:
     segments: list[Segment] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
+    #: timestamp_granularities[]=word: each word with start/end (speechllm.align.Word); None: not asked
+    words: list | None = None
 
     def usage_tokens(self) -> dict:
         return {"type": "tokens", "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
@@ -74,20 +76,28 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+def _cues(t: Transcript) -> list[tuple[float, float, str]]:
+    """(start, end, text) per cue: one per word when words were asked for, else one per segment."""
+    if t.words is not None:
+        return [(w.start, w.end, w.word) for w in t.words]
+    return [(s.start, s.end, s.text) for s in t.segments if s.text]
+
+
 def to_srt(t: Transcript) -> str:
-    cues = [f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n"
-            for i, s in enumerate((s for s in t.segments if s.text), 1)]
+    cues = [f"{i}\n{_clock(a, ',')} --> {_clock(b, ',')}\n{text}\n" for i, (a, b, text) in enumerate(_cues(t), 1)]
     return "\n".join(cues)
 
 
 def to_vtt(t: Transcript) -> str:
-    cues = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text}\n" for s in t.segments if s.text]
+    cues = [f"{_clock(a, '.')} --> {_clock(b, '.')}\n{text}\n" for a, b, text in _cues(t)]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
 def verbose(t: Transcript) -> dict:
     out = {"task": t.task, "language": t.language, "duration": round(t.duration, 3), "text": t.text,
            "segments": [s.to_openai() for s in t.segments]}
+    if t.words is not None:
+        out["words"] = [w.to_openai() for w in t.words]
     if t.task == "transcribe":
         out["usage"] = {"type": "duration", "seconds": round(t.duration, 3)}
     return out

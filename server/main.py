@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -31,7 +32,8 @@ from speechllm.errors import SlimError
 from .engines import make_engine
 from .errors import install_error_handlers
 from .metrics import UNKNOWN, ServerMetrics
-from .middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware
+from .logs import HEADER, configure_logging, uvicorn_log_config
+from .middleware import AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from .routers import audio, models, ops, playground, shadow
 from .service import SpeechService
 from .settings import Settings, parse_models
@@ -109,7 +111,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ApiKeyMiddleware, api_key=api_key, on_reject=rejected)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After"])
+                           allow_headers=["Authorization", "Content-Type", HEADER],
+                           expose_headers=["Retry-After", HEADER])
+    # outermost of all: every answer, CORS preflights and 401/413/429 included, carries X-Request-Id
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 
@@ -173,6 +178,8 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' (prefer SLIMSPEECH_API_KEY)"),
     "--graceful-shutdown-seconds": ("graceful_shutdown_seconds", float, "wait for in-flight requests (default 30)"),
     "--log-level": ("log_level", str, "critical | error | warning | info | debug"),
+    "--log-format": ("log_format", str, "text | json: one JSON object per log line (default text); "
+                                        "every line carries its request's X-Request-Id"),
     "--vllm-tensor-parallel-size": ("vllm_tensor_parallel_size", int, "engine vllm: GPUs per model (default 1)"),
     "--vllm-pipeline-parallel-size": ("vllm_pipeline_parallel_size", int, "engine vllm: pipeline stages (default 1)"),
     "--vllm-gpu-memory-utilization": ("vllm_gpu_memory_utilization", float,
@@ -215,9 +222,13 @@ def cli(argv: list[str]) -> int:
     import uvicorn
 
     settings = settings_from_args(argv)
-    logging.getLogger().setLevel(settings.log_level.upper())
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.log_format == "json":  # nothing but JSON lines on stderr (read when transformers/vLLM load)
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # the weight-loading bars
+        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM's lines go through our handler
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                log_config=uvicorn_log_config(settings.log_level),
                 timeout_graceful_shutdown=settings.graceful_shutdown_seconds or None)
     return 0
 

@@ -1,5 +1,5 @@
 """ASGI guards that act before a request body is read: the API key (401), admission (429/503) and
-the upload limit (413).
+the upload limit (413); and, around them all, the request id (``X-Request-Id`` on every answer).
 
 Both answer in the error envelope. The body limit counts bytes as they arrive, so an
 oversized upload is refused without being read (or spooled) in full: at once when its
@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Callable
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ApiError
+from .errors import ApiError, as_api_error
+from .logs import HEADER, accept_request_id, request_id
 
 if TYPE_CHECKING:
     from .admission import Admission
@@ -25,6 +26,46 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 
 async def _answer(error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
     await error.response()(scope, receive, send)
+
+
+class RequestIdMiddleware:
+    """Every HTTP answer carries ``X-Request-Id``: the client's when sane (server.logs), else a new one.
+
+    The outermost middleware, so 401, 413, 429, 503, errors and streams carry it too. The id is in
+    ``request.state.request_id`` and in the logging context (``server.logs.request_id``) while the
+    request runs. An exception nothing else answered becomes a 500 in the envelope here (Starlette's
+    own 500 is sent outside every middleware, without the id), logged with the id by as_api_error.
+    """
+
+    _NAME = HEADER.lower().encode()
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = accept_request_id(Headers(scope=scope).get(HEADER))
+        scope.setdefault("state", {})["request_id"] = rid
+        token = request_id.set(rid)
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != self._NAME]
+                message = {**message, "headers": [*headers, (self._NAME, rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if started:
+                raise
+            await _answer(as_api_error(exc), scope, receive, send_with_id)  # as_api_error logs it
+        finally:
+            request_id.reset(token)
 
 
 class ApiKeyMiddleware:

@@ -19,9 +19,9 @@ once per request, whatever its outcome.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import AsyncIterator, BinaryIO
@@ -35,10 +35,12 @@ from .admission import Admission, EngineState, Ticket
 from .engines.base import Engine, EngineRequest, EngineResult, ModelInfo, RequestHandle
 from .errors import CLIENT_CLOSED, ApiError, as_api_error
 from .formats import Segment, Transcript, language_name
+from .logs import new_request_id
 from .longform import Chunk, TextJoiner, VadParams, plan_chunks, plan_speech_chunks
 from .metrics import UNKNOWN, ServerMetrics
 from .settings import Settings
 from .shadow import Shadow
+from .words import WordTimes
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +59,19 @@ class Job:
     """One HTTP request; filled in as its fields are checked (labels stay ``unknown`` until then)."""
 
     ticket: Ticket | None = None
+    #: the HTTP request's id (X-Request-Id; a fresh one without HTTP): engine requests are named
+    #: ``<id>-<chunk>``, logs and shadow records carry it
+    request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
     info: ModelInfo | None = None
     task: Task | None = None
     audio: np.ndarray | None = None
     chunks: list[Chunk] = field(default_factory=list)
     handles: list[RequestHandle] = field(default_factory=list)
+    #: timestamp_granularities[]=word: align the transcript's words (collect)
+    words: bool = False
     results: list[EngineResult] = field(default_factory=list)
     finished: bool = False
-    #: the id its engine requests, logs and shadow records carry
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     #: the answer's text, once there is one (shadow mode compares it)
     text: str | None = None
 
@@ -90,6 +95,7 @@ class SpeechService:
         self.limits = AudioLimits(min_sample_rate=settings.min_sample_rate, max_sample_rate=settings.max_sample_rate,
                                   max_channels=settings.max_channels, max_samples=settings.max_decode_samples)
         self._decoders = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="slimspeech-decode")
+        self.words = WordTimes()
         #: shadow mode (server/shadow.py), when the settings have rules
         self.shadow: Shadow | None = None
 
@@ -111,13 +117,21 @@ class SpeechService:
         return models[name]
 
     async def _off_loop(self, fn, *args, **kw):
-        return await asyncio.get_running_loop().run_in_executor(self._decoders, lambda: fn(*args, **kw))
+        ctx = contextvars.copy_context()  # the decode thread's log lines carry the request's id
+        return await asyncio.get_running_loop().run_in_executor(self._decoders, lambda: ctx.run(fn, *args, **kw))
 
     async def prepare(self, job: Job, *, model: str | None, task: str, upload: bytes | BinaryIO,
                       target_language: str | None = None, language: str | None = None,
-                      filename: str | None = None, chunking: Chunking | None = None) -> Job:
+                      filename: str | None = None, chunking: Chunking | None = None, words: bool = False) -> Job:
         job.info = info = self.model(model)
         job.task = info.prompts.resolve(task, target_language or None)
+        if words:
+            why = self.words.unavailable(info)
+            if why:
+                raise ApiError(400, f"model {info.name!r} gives no word timestamps: {why}; use "
+                                    "timestamp_granularities[]=segment", param="timestamp_granularities",
+                               code="unsupported_value")
+            job.words = True
         if language and language.lower() != info.source_language.lower():
             raise ApiError(400, f"language {language[:20]!r}: model {info.name!r} takes {info.source_language} "
                                 f"speech only (leave language out or send {info.source_language!r})",
@@ -175,12 +189,16 @@ class SpeechService:
             result = await handle.result()
             self._clip_done(job, result)
             joiner.finish_chunk(result.text)
-        return self._transcript(job, joiner)
+        transcript = self._transcript(job, joiner)
+        if job.words:
+            transcript.words = await self._off_loop(self.words.align, job.info, job.audio, job.chunks,
+                                                    [r.text for r in job.results], joiner.parts)
+        return transcript
 
     async def events(self, job: Job) -> AsyncIterator[dict]:
         """SSE events: transcript.text.delta ..., transcript.text.done (or an error envelope)."""
         joiner = TextJoiner.for_chunks(job.chunks)
-        status = 200
+        status, error = 200, None
         try:
             for handle in job.handles:
                 async for delta in handle.deltas():
@@ -199,11 +217,11 @@ class SpeechService:
             raise
         except Exception as exc:
             err = as_api_error(exc)
-            status = err.status
+            status, error = err.status, err.message
             yield err.body()
         finally:
             self.cancel(job)
-            self.finish(job, status)
+            self.finish(job, status, error)
 
     def _clip_done(self, job: Job, result: EngineResult) -> None:
         job.results.append(result)
@@ -225,16 +243,19 @@ class SpeechService:
             output_tokens=sum(len(r.token_ids) for r in job.results))
 
     # ---- accounting ---------------------------------------------------------------------
-    def finish(self, job: Job, status: int) -> None:
-        """Record one request (once), successful or not."""
+    def finish(self, job: Job, status: int, error: str | None = None) -> None:
+        """Record one request (once), successful or not, and log one line about it (``error``: why it failed)."""
         if job.finished:
             return
         job.finished = True
+        elapsed = time.perf_counter() - job.started
+        log.info("%s %s: %d, %.2f s of audio in %.3f s%s", *job.labels, status, job.duration, elapsed,
+                 f": {error}" if error else "")
         if status != 200:
             self.metrics.observe_request(*job.labels, status)
             return
         first = job.handles[0].first_token_at if job.handles else None
-        self.metrics.observe_request(*job.labels, status, time.perf_counter() - job.started, job.duration,
+        self.metrics.observe_request(*job.labels, status, elapsed, job.duration,
                                      None if first is None else first - job.started)
         if self.shadow is not None:
             self.shadow.offer(job)

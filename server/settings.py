@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     #: how long shutdown waits for in-flight requests
     graceful_shutdown_seconds: float = Field(30.0, ge=0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    #: log lines as text or one JSON object each (ts, level, logger, request_id, message)
+    log_format: Literal["text", "json"] = "text"
     # ---- engine vllm (pass-through to vLLM's AsyncEngineArgs; see docs/vllm.md) ----
     #: GPUs per model replica that split each layer (vLLM tensor parallelism)
     vllm_tensor_parallel_size: int = Field(1, ge=1)

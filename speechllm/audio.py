@@ -1,4 +1,4 @@
-"""Audio input: wav/flac/ogg bytes, a path or an upload's file object -> 16 kHz mono float32, and log-mel features.
+"""Audio input: encoded bytes, a path or an upload's file object -> 16 kHz mono float32, and log-mel features.
 
     from speechllm.audio import AudioLimits, LogMel, load_audio, probe_audio
     wav = load_audio("clip.flac")                    # (S,) float32 in [-1, 1], 16 kHz
@@ -8,6 +8,11 @@
 
 Every problem with the audio is an ``AudioError`` whose message names it and its fix.
 
+Formats: soundfile (libsndfile) reads wav, flac and ogg (vorbis, opus); PyAV (FFmpeg) reads what
+browsers record and phones send: webm/mkv (opus: Chrome, Firefox), mp4/m4a/mov (aac: Safari),
+mp3 and raw aac (adts), and any ogg libsndfile cannot. The container is told from the file's first
+bytes and only its demuxer is opened, never FFmpeg's guess (which reaches playlists and URLs).
+
 What a file may cost is decided from its header, before any sample is decoded (``AudioLimits``):
 
     min_sample_rate=8000, max_sample_rate=192000   rates outside this range are refused
@@ -16,7 +21,10 @@ What a file may cost is decided from its header, before any sample is decoded (`
                                                    (600 s of 48 kHz stereo)
 
 so a small upload that declares hours of multichannel audio, or an absurd sample rate, is refused
-in microseconds instead of costing gigabytes. Within the limits, decoding runs in blocks of about
+in microseconds instead of costing gigabytes. PyAV's "header" is the stream's metadata, its first
+decoded frame, and, where the header has no duration (MediaRecorder's webm), its packets'
+timestamps, read without decoding them. The budget is checked again while decoding, as a
+compressed stream's header or timestamps can lie. Within the limits, decoding runs in blocks of about
 one second: each block is downmixed to mono and fed to a streaming resampler, so peak memory is the
 16 kHz mono output plus one block, whatever the input's rate and channel count.
 
@@ -89,6 +97,13 @@ def resample(samples: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.n
     return soxr.resample(x, sr_in, sr_out, quality=RESAMPLE_QUALITY)
 
 
+#: what to send instead, in every message about a file that cannot be decoded
+SEND = "send wav, flac, ogg, webm, mp4/m4a or mp3 audio"
+
+#: the container names AudioInfo.format gives files decoded by PyAV, by FFmpeg demuxer
+_AV_FORMATS = {"matroska": "WEBM", "mov": "MP4", "mp3": "MP3", "aac": "AAC", "ogg": "OGG"}
+
+
 def _label(src, name: str | None) -> str:
     if name:
         return name
@@ -99,40 +114,195 @@ def _label(src, name: str | None) -> str:
 
 
 def _undecodable(label: str, exc: Exception) -> AudioError:
-    # soundfile raises LibsndfileError/RuntimeError/TypeError; the libsndfile text says what it saw
-    reason = getattr(exc, "error_string", None) or type(exc).__name__
-    return AudioError(f"cannot decode {label} ({reason}): send a wav, flac or ogg file")
+    # soundfile's LibsndfileError has error_string, PyAV's FFmpegError strerror: the library's own words
+    reason = getattr(exc, "error_string", None) or getattr(exc, "strerror", None) or type(exc).__name__
+    return AudioError(f"cannot decode {label} ({reason}): {SEND}")
 
 
-@contextmanager
-def _open(src: AudioSource, label: str) -> Iterator[sf.SoundFile]:
-    """An open SoundFile on ``src``; opening reads the header only (what soundfile.info reads)."""
+def _demuxer(head: bytes) -> str | None:
+    """The FFmpeg demuxer of a file PyAV decodes here, from its first bytes; None for the rest.
+
+    Only these demuxers are ever opened: FFmpeg left to guess would also open playlists and other
+    formats that read further files or URLs.
+    """
+    if head[:4] == b"\x1aE\xdf\xa3":  # EBML: webm (Chrome's and Firefox's MediaRecorder), mkv
+        return "matroska"
+    if head[4:8] == b"ftyp":  # ISO base media: mp4, m4a (Safari's MediaRecorder), mov, 3gp
+        return "mov"
+    if head[:4] == b"OggS":  # libsndfile reads ogg vorbis and opus first; PyAV the ogg it cannot
+        return "ogg"
+    if head[:3] == b"ID3":  # an ID3v2 tag opens most mp3 files
+        return "mp3"
+    if len(head) >= 2 and head[0] == 0xFF:
+        if head[1] & 0xF6 == 0xF0:  # ADTS (raw AAC): 12-bit sync word, layer 00
+            return "aac"
+        if head[1] & 0xE0 == 0xE0 and head[1] & 0x06:  # an MPEG audio frame: 11-bit sync, layer I-III
+            return "mp3"
+    return None
+
+
+class _SoundFileSource:
+    """wav, flac, ogg (and the rest libsndfile reads) through soundfile."""
+
+    def __init__(self, f: sf.SoundFile, label: str):
+        self.f, self.label = f, label
+        self.info = AudioInfo(sample_rate=int(f.samplerate), channels=int(f.channels), frames=int(f.frames),
+                              seconds=f.frames / f.samplerate if f.samplerate > 0 else 0.0,
+                              format=str(f.format), subtype=str(f.subtype))
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """(n, channels) float32 blocks of about a second, reusing one buffer."""
+        info = self.info
+        block = np.empty((min(info.frames, max(1, info.sample_rate)), info.channels), dtype=np.float32)
+        self.f.seek(0)
+        while True:
+            try:
+                got = self.f.read(dtype="float32", always_2d=True, out=block)
+            except RuntimeError as exc:  # LibsndfileError: a header that is fine over data that is corrupt
+                raise _undecodable(self.label, exc) from None
+            if len(got) == 0:
+                return
+            yield got
+
+
+class _AvSource:
+    """webm/mkv, mp4/m4a, mp3, adts aac (and ogg libsndfile cannot read) through PyAV (FFmpeg).
+
+    The probe reads the container's stream metadata (sample rate, channels, duration) and decodes
+    the first packets up to one frame, whose rate and channel count are the truth (HE-AAC's header
+    says half its rate). A stream with no duration in its header (MediaRecorder's webm) has its
+    packets' timestamps read, without decoding them. The decoded count is checked again while
+    decoding (load_audio), as a compressed stream's timestamps can lie.
+    """
+
+    def __init__(self, handle, demuxer: str, label: str):
+        self.handle, self.demuxer, self.label = handle, demuxer, label
+        import av
+
+        with self._container() as c:
+            stream = self._stream(c)
+            seconds = None
+            if stream.duration is not None and stream.time_base:
+                seconds = float(stream.duration * stream.time_base)
+            elif c.duration is not None and c.duration > 0:
+                seconds = c.duration / av.time_base
+            first, start, end = None, None, None
+            try:
+                for packet in c.demux(stream):
+                    if first is None:
+                        decoded = packet.decode()
+                        first = decoded[0] if decoded else None
+                    t = packet.pts if packet.pts is not None else packet.dts
+                    if t is not None:
+                        start = t if start is None else min(start, t)
+                        stop = t + (packet.duration or 0)
+                        end = stop if end is None else max(end, stop)
+                    if first is not None and seconds is not None:
+                        break
+            except av.FFmpegError as exc:
+                raise _undecodable(label, exc) from None
+            if seconds is None:
+                seconds = float((end - start) * stream.time_base) if end is not None and stream.time_base else 0.0
+            codec = stream.codec_context.codec.canonical_name  # "mp3", not its decoder "mp3float"
+        rate = int(first.sample_rate) if first is not None else 0
+        channels = int(first.layout.nb_channels) if first is not None else 0
+        frames = int(round(seconds * rate)) if first is not None else 0
+        self.info = AudioInfo(sample_rate=rate, channels=channels, frames=frames,
+                              seconds=frames / rate if rate > 0 else 0.0,
+                              format=_AV_FORMATS[demuxer], subtype=codec.upper())
+
+    @contextmanager
+    def _container(self):
+        import av
+
+        if not isinstance(self.handle, str):
+            self.handle.seek(0)
+        try:
+            c = av.open(self.handle, "r", format=self.demuxer, metadata_errors="ignore")
+        except Exception as exc:  # noqa: BLE001 - FFmpegError, or PyAV refusing what FFmpeg handed it
+            raise _undecodable(self.label, exc) from None
+        with c:
+            yield c
+
+    def _stream(self, c):
+        if not c.streams.audio:
+            raise AudioError(f"{self.label} has no audio stream: {SEND}")
+        return c.streams.audio[0]
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """(n, channels) float32 blocks of about a second (whole decoded frames)."""
+        import av
+
+        info = self.info
+        with self._container() as c:
+            stream = self._stream(c)
+            planar = av.AudioResampler(format="fltp")  # sample format only: layout and rate stay the frame's
+            pending, n = [], 0
+            try:
+                for frame in c.decode(stream):
+                    if frame.sample_rate != info.sample_rate or frame.layout.nb_channels != info.channels:
+                        raise AudioError(
+                            f"{self.label} changes from {info.sample_rate:,} Hz x {info.channels} channels to "
+                            f"{frame.sample_rate:,} Hz x {frame.layout.nb_channels} mid-stream: re-encode it")
+                    for f in planar.resample(frame):
+                        pending.append(f.to_ndarray())
+                        n += f.samples
+                    if n >= info.sample_rate:
+                        yield np.concatenate(pending, axis=1).T
+                        pending, n = [], 0
+                for f in planar.resample(None):
+                    pending.append(f.to_ndarray())
+            except av.FFmpegError as exc:
+                raise _undecodable(self.label, exc) from None
+            if pending:
+                yield np.concatenate(pending, axis=1).T
+
+
+def _handle(src: AudioSource, label: str):
+    """A path string or a seekable binary file object positioned at 0."""
     if isinstance(src, (str, Path)):
         path = Path(src)
         if not path.is_file():
             raise AudioError(f"audio file not found: {path} (check the path)")
-        handle = str(path)
-    elif isinstance(src, (bytes, bytearray)):
+        return str(path)
+    if isinstance(src, (bytes, bytearray)):
         if len(src) == 0:
-            raise AudioError(f"{label} is empty (0 bytes): send a wav, flac or ogg file")
-        handle = io.BytesIO(src)
-    elif hasattr(src, "read") and hasattr(src, "seek"):
+            raise AudioError(f"{label} is empty (0 bytes): {SEND}")
+        return io.BytesIO(src)
+    if hasattr(src, "read") and hasattr(src, "seek"):
         if hasattr(src, "seekable") and not src.seekable():
             raise TypeError("load_audio needs a seekable binary file object (e.g. a SpooledTemporaryFile)")
         src.seek(0, io.SEEK_END)
         size = src.tell()
         src.seek(0)  # an upload's file object is usually left at its end by whoever wrote it
         if size == 0:
-            raise AudioError(f"{label} is empty (0 bytes): send a wav, flac or ogg file")
-        handle = src
+            raise AudioError(f"{label} is empty (0 bytes): {SEND}")
+        return src
+    raise TypeError(f"cannot read audio from a {type(src).__name__}: pass bytes, a path or a binary file object")
+
+
+@contextmanager
+def _open(src: AudioSource, label: str) -> Iterator[_SoundFileSource | _AvSource]:
+    """The file's decoder, its header read: soundfile for wav, flac and ogg; PyAV for webm, mp4/m4a, mp3, aac."""
+    handle = _handle(src, label)
+    if isinstance(handle, str):
+        with open(handle, "rb") as f:
+            head = f.read(16)
     else:
-        raise TypeError(f"cannot read audio from a {type(src).__name__}: pass bytes, a path or a binary file object")
-    try:
-        f = sf.SoundFile(handle)
-    except Exception as exc:
-        raise _undecodable(label, exc) from None
-    with f:
-        yield f
+        head = handle.read(16)
+        handle.seek(0)
+    demuxer = _demuxer(head)
+    if demuxer is None or demuxer == "ogg":
+        try:
+            f = sf.SoundFile(handle)
+        except Exception as exc:
+            if demuxer is None:
+                raise _undecodable(label, exc) from None
+        else:
+            with f:
+                yield _SoundFileSource(f, label)
+            return
+    yield _AvSource(handle, demuxer, label)
 
 
 def _seconds_error(label: str, seconds: float, max_seconds: float) -> AudioError:
@@ -149,6 +319,8 @@ def _budget_error(label: str, frames: int, info: AudioInfo, limits: AudioLimits,
 
 def _check(info: AudioInfo, limits: AudioLimits, max_seconds: float | None, label: str) -> None:
     if not limits.min_sample_rate <= info.sample_rate <= limits.max_sample_rate:
+        if info.frames <= 0 and info.sample_rate == 0:  # PyAV found no frame to read a rate from
+            raise AudioError(f"{label} has no audio samples: send a non-empty recording")
         raise AudioError(f"{label} has a sample rate of {info.sample_rate:,} Hz, outside the supported "
                          f"{limits.min_sample_rate:,}-{limits.max_sample_rate:,} Hz: resample it to 16 kHz")
     if info.channels > limits.max_channels:
@@ -160,12 +332,6 @@ def _check(info: AudioInfo, limits: AudioLimits, max_seconds: float | None, labe
         raise _seconds_error(label, info.seconds, max_seconds)
     if info.frames * info.channels > limits.max_samples:
         raise _budget_error(label, info.frames, info, limits)
-
-
-def _info(f: sf.SoundFile) -> AudioInfo:
-    return AudioInfo(sample_rate=int(f.samplerate), channels=int(f.channels), frames=int(f.frames),
-                     seconds=f.frames / f.samplerate if f.samplerate > 0 else 0.0,
-                     format=str(f.format), subtype=str(f.subtype))
 
 
 def probe_audio(
@@ -182,18 +348,17 @@ def probe_audio(
     ``limits.max_samples`` samples to decode. A file object is left rewound to 0.
     """
     label = _label(src, name)
-    with _open(src, label) as f:
-        info = _info(f)
+    with _open(src, label) as source:
+        info = source.info
     if not isinstance(src, (str, Path, bytes, bytearray)):
         src.seek(0)
     _check(info, limits, max_seconds, label)
     return info
 
 
-def _decode(f: sf.SoundFile, info: AudioInfo, sample_rate: int, limits: AudioLimits, max_seconds: float | None,
-            label: str, divisor: float | None) -> tuple[np.ndarray, float]:
-    """One pass over ``f``: blocks -> mono (/ divisor) -> 16 kHz; returns (samples, peak of the mono input)."""
-    block = np.empty((min(info.frames, max(1, info.sample_rate)), info.channels), dtype=np.float32)
+def _decode(blocks: Iterator[np.ndarray], info: AudioInfo, sample_rate: int, limits: AudioLimits,
+            max_seconds: float | None, label: str, divisor: float | None) -> tuple[np.ndarray, float]:
+    """One pass over ``blocks``: (n, channels) -> mono (/ divisor) -> 16 kHz; returns (samples, peak of the mono input)."""
     stream = None
     if info.sample_rate != sample_rate:
         stream = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
@@ -212,10 +377,7 @@ def _decode(f: sf.SoundFile, info: AudioInfo, sample_rate: int, limits: AudioLim
         out[filled: filled + y.size] = y
         filled += y.size
 
-    while True:
-        got = f.read(dtype="float32", always_2d=True, out=block)
-        if len(got) == 0:
-            break
+    for got in blocks:
         decoded += len(got)
         # the header was checked, but a lying one must not get past the budget either
         if decoded * info.channels > limits.max_samples:
@@ -264,19 +426,13 @@ def load_audio(
     if isinstance(src, np.ndarray):
         return _check_array(src, sample_rate, max_seconds, label)
     limits = limits or AudioLimits()
-    with _open(src, label) as f:
-        info = _info(f)
+    with _open(src, label) as source:
+        info = source.info
         _check(info, limits, max_seconds, label)
-        try:
-            out, peak = _decode(f, info, sample_rate, limits, max_seconds, label, divisor=None)
-            if peak > 1.0:  # over-range float audio: redo the pass, normalised before resampling
-                del out
-                f.seek(0)
-                out, _ = _decode(f, info, sample_rate, limits, max_seconds, label, divisor=peak)
-        except AudioError:
-            raise
-        except RuntimeError as exc:  # LibsndfileError: a header that is fine over data that is corrupt
-            raise _undecodable(label, exc) from None
+        out, peak = _decode(source.blocks(), info, sample_rate, limits, max_seconds, label, divisor=None)
+        if peak > 1.0:  # over-range float audio: redo the pass, normalised before resampling
+            del out
+            out, _ = _decode(source.blocks(), info, sample_rate, limits, max_seconds, label, divisor=peak)
     return out
 
 

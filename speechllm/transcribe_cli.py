@@ -19,7 +19,7 @@ from .tasks import PromptBook
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspeech transcribe", description=__doc__.splitlines()[0])
-    p.add_argument("files", nargs="+", metavar="FILE", help="wav, flac or ogg files")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files: wav, flac, ogg, webm, mp4/m4a, mp3, aac")
     p.add_argument("--model", default=None, help="model dir (default: the embedded demo model)")
     p.add_argument("--task", default="transcribe", help="transcribe | translate")
     p.add_argument("--target-lang", default=None, help="target language of translate (e.g. fr, de)")

@@ -111,3 +111,34 @@ def make_manifest(path, audio_files, texts=TEXTS):
                                 "translation": {"fr": FR[i % 3], "de": DE[i % 3]}, "voice": "en-us",
                                 "speed": 160, "pitch": 50, "snr": None}) + "\n")
     return str(path)
+
+
+#: what browsers record and phones send, as encode_audio makes it: container, codec, its sample rate, muxer options
+BROWSER_FORMATS = {
+    "webm": ("webm", "libopus", 48000, {"live": "1"}),  # Chrome's and Firefox's MediaRecorder: no duration, no cues
+    "ogg": ("ogg", "libopus", 48000, {}),  # Firefox's ogg/opus
+    "m4a": ("ipod", "aac", 44100, {}),  # Safari's mp4/aac (the m4a brand)
+    "mp3": ("mp3", "libmp3lame", 44100, {}),
+}
+
+
+def encode_audio(samples: np.ndarray, sr: int, kind: str) -> bytes:
+    """(S,) or (S, C) float samples -> a file of ``kind`` (BROWSER_FORMATS), encoded by PyAV (FFmpeg)."""
+    import io
+
+    import av
+
+    fmt, codec, rate, options = BROWSER_FORMATS[kind]
+    x = np.asarray(samples, dtype=np.float32)
+    x = x[:, None] if x.ndim == 1 else x
+    layout = "mono" if x.shape[1] == 1 else "stereo"
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt, options=options) as out:
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x.reshape(1, -1)), format="flt", layout=layout)
+        frame.sample_rate = sr
+        convert = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=rate)
+        for f in convert.resample(frame) + convert.resample(None):
+            out.mux(stream.encode(f))
+        out.mux(stream.encode(None))
+    return buf.getvalue()

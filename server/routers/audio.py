@@ -6,7 +6,7 @@
     curl -N -F file=@clip.wav -F model=pruned -F stream=true http://127.0.0.1:8000/v1/audio/transcriptions
 
 Fields, and what each does here:
-- file: the audio (wav, flac, ogg; limits in the README); model: a served name, never a path
+- file: the audio (wav, flac, ogg, webm, mp4/m4a, mp3, aac; limits in the README); model: a served name, never a path
   (default: the first served model);
 - language: the spoken language; must be the model's;
 - response_format json|text|verbose_json|srt|vtt; stream (SSE, json or text formats);
@@ -16,10 +16,13 @@ Fields, and what each does here:
   the voice-activity detector even when it fits the model's window (longer audio always is);
 - translations: target_language, or vLLM's name for it, to_language (default: the model's
   first target language);
+- timestamp_granularities[]=word (transcriptions, response_format verbose_json, srt or vtt): each
+  word's start and end from the CTC alignment of the transcript (server/words.py); a model without a
+  CTC head is a 400 saying why; segment is always given;
 - accepted and without effect: prompt (the task prompt comes from the model dir), temperature
-  (0-1; decoding is always greedy), timestamp_granularities[]=segment;
-- refused with a 400 naming them: timestamp_granularities[]=word, include[] (no per-token
-  log-probabilities), target_language / to_language on /transcriptions (use /translations).
+  (0-1; decoding is always greedy);
+- refused with a 400 naming them: include[] (no per-token log-probabilities), target_language /
+  to_language on /transcriptions (use /translations).
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ router = APIRouter(prefix="/v1/audio", tags=["audio"])
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 _DESCRIPTIONS = {
-    "file": "audio file (wav, flac, ogg)",
+    "file": "audio file (wav, flac, ogg, webm, mp4/m4a, mp3, aac)",
     "model": "served model name (GET /v1/models)",
+    "timestamp_granularities": "segment (always given), word: verbose_json words / one srt or vtt cue per word, on "
+                               "/transcriptions, for models with a CTC head (the demo models)",
     "stream_include_usage": "vLLM's field: stream vLLM's chunk shape (ends with [DONE]); true adds a usage chunk",
     "chunking_strategy": 'auto, or {"type": "server_vad", "threshold", "silence_duration_ms", "prefix_padding_ms"}: '
                          "cut at pauses found by voice activity detection (always done for audio longer than the "
@@ -55,13 +60,24 @@ _REFUSED_LIST = {"description": "OpenAI's include[]: not supported (no per-token
                  "json_schema_extra": {"items": {"type": "string", "maxLength": 0}}}
 
 
-def _check_fields(response_format: str, granularities: list[str], stream: bool, include: list[str]) -> None:
+#: response formats that can carry word timestamps (verbose_json's words, one srt/vtt cue per word)
+WORD_FORMATS = ("verbose_json", "srt", "vtt")
+
+
+def _check_fields(response_format: str, granularities: list[str], stream: bool, include: list[str],
+                  task: str = "transcribe") -> None:
     for g in granularities:
-        if g == "word":
-            raise ApiError(400, "word timestamps are not available: use timestamp_granularities[]=segment",
-                           param="timestamp_granularities", code="unsupported_value")
-        if g != "segment":
-            raise ApiError(400, f"timestamp granularity {g[:20]!r}: use segment",
+        if g not in ("segment", "word"):
+            raise ApiError(400, f"timestamp granularity {g[:20]!r}: use segment or word",
+                           param="timestamp_granularities", code="invalid_value")
+    if "word" in granularities:
+        if task != "transcribe":
+            raise ApiError(400, "word timestamps are for /v1/audio/transcriptions: a translation's words are not "
+                                "the words spoken in the audio", param="timestamp_granularities",
+                           code="unsupported_value")
+        if stream or response_format not in WORD_FORMATS:
+            raise ApiError(400, "word timestamps come in response_format verbose_json (words), srt or vtt (one cue "
+                                f"per word), not {'a stream' if stream else response_format}",
                            param="timestamp_granularities", code="invalid_value")
     if any(include):
         raise ApiError(400, f"include[]={next(i for i in include if i)[:20]!r} is not supported: this server returns no per-token "
@@ -124,8 +140,10 @@ async def _run(request: Request, task: str, form: "AudioForm", target_language: 
     file, stream, response_format = form.file, form.stream, form.response_format
     # admitted (a slot held) by AdmissionMiddleware before the body was read
     job = Job(ticket=getattr(request.state, "ticket", None))
+    if getattr(request.state, "request_id", None):  # RequestIdMiddleware's (the client's, when sane)
+        job.request_id = request.state.request_id
     try:
-        _check_fields(response_format, form.granularities, stream, form.include)
+        _check_fields(response_format, form.granularities, stream, form.include, task)
         chunking = parse_chunking(form.chunking_strategy)
         limit = service.settings.max_upload_bytes
         if file.size is not None and file.size > limit:
@@ -134,11 +152,11 @@ async def _run(request: Request, task: str, form: "AudioForm", target_language: 
         # the upload's spooled file (on disk past 1 MB) is decoded in place, never copied into memory
         await service.prepare(job, model=form.model or None, task=task, upload=file.file,
                               target_language=target_language or None, language=form.language or None,
-                              filename=file.filename, chunking=chunking)
+                              filename=file.filename, chunking=chunking, words="word" in form.granularities)
         service.submit(job, stream=stream)
     except Exception as exc:
         err = as_api_error(exc)
-        service.finish(job, err.status)
+        service.finish(job, err.status, err.message)
         raise err from None
 
     if stream:
@@ -168,7 +186,7 @@ async def _run(request: Request, task: str, form: "AudioForm", target_language: 
     except Exception as exc:
         service.cancel(job)
         err = as_api_error(exc)
-        service.finish(job, err.status)
+        service.finish(job, err.status, err.message)
         raise err from None
     service.finish(job, 200)
     return render(transcript, response_format)
@@ -192,7 +210,8 @@ class AudioForm:
         prompt: str | None = Form(None, max_length=4096, description="accepted, unused"),
         response_format: ResponseFormat = Form("json"),
         temperature: float = Form(0.0, ge=0.0, le=1.0, description="accepted; decoding is greedy"),
-        timestamp_granularities: list[str] = Form([], alias="timestamp_granularities[]"),
+        timestamp_granularities: list[str] = Form([], alias="timestamp_granularities[]",
+                                                  description=_DESCRIPTIONS["timestamp_granularities"]),
         stream: bool = Form(False),
         stream_include_usage: bool | None = Form(None, description=_DESCRIPTIONS["stream_include_usage"]),
         chunking_strategy: str | None = Form(None, max_length=500, description=_DESCRIPTIONS["chunking_strategy"]),

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from server.settings import Settings
 from speechllm.scoring import utterance_wer as wer
-from tests.conftest import ROOT, espeak_wav, require
+from tests.conftest import ROOT, encode_audio, espeak_wav, require
 from tests.server.conftest import InProcessServer, ServerProcess
 
 SENTENCE = "the small dog sees the red ball"
@@ -149,9 +149,11 @@ def test_playground_in_chromium(demo_server, microphone, speech_files, tmp_path)
             assert "demo" in diff and ("same words" in diff or "word edit" in diff), diff
             assert page.locator(".card[data-model='demo'] [data-figure='disagreement']").count() == 0
 
-            # upload a file, then translate it
-            page.set_input_files("#file", speech_files[1])
-            page.wait_for_function("document.getElementById('clip').textContent.includes('.wav ·')")
+            # upload a file as Safari records (mp4/aac, .m4a; the server decodes it with PyAV), then translate it
+            m4a = tmp_path / "clip.m4a"
+            m4a.write_bytes(encode_audio(sf.read(speech_files[1], dtype="float32")[0], 16000, "m4a"))
+            page.set_input_files("#file", str(m4a))
+            page.wait_for_function("document.getElementById('clip').textContent.includes('clip.m4a')")
             texts = run_both(page)
             assert all(wer("three cats sleep in the garden", t) <= 0.34 for t in texts.values()), texts
             page.select_option("#task", "translate")

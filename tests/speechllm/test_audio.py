@@ -165,7 +165,7 @@ def test_probe_reads_the_header(tmp_path):
         load_audio(data, limits=AudioLimits(max_samples=1000))
     with pytest.raises(AudioError, match="no audio samples"):
         probe_audio(write_wav_bytes(np.zeros(0), 16000))
-    with pytest.raises(AudioError, match=r"cannot decode upload \(.*\): send a wav, flac or ogg file"):
+    with pytest.raises(AudioError, match=r"cannot decode upload \(.*\): send wav, flac, ogg, webm, mp4/m4a or mp3 audio"):
         probe_audio(b"RIFF not really a wav file at all" * 4, name="upload")
     with pytest.raises(AudioError, match="9 channels, over the limit of 8"):
         load_audio(write_wav_bytes(np.zeros((1600, 9)), 16000))
