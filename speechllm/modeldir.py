@@ -25,6 +25,8 @@ FORMAT_VERSION = 1
 FAMILIES = {
     "slam": "speechllm.families.slam:SlamSpeechLLM",
     "qwen2_audio": "speechllm.families.qwen2_audio:Qwen2AudioSpeechLLM",
+    "voxtral": "speechllm.families.voxtral:VoxtralSpeechLLM",
+    "granite_speech": "speechllm.families.granite_speech:GraniteSpeechSpeechLLM",
 }
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"
 

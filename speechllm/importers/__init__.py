@@ -1,9 +1,15 @@
 """``slimspeech import <source>``: bring a speech LLM trained elsewhere into a slimspeech model dir.
 
     slimspeech import slam --encoder WHISPER_DIR --llm CAUSAL_LM_DIR --projector model.pt --out DIR
+    slimspeech import qwen2-audio --hf Qwen2-Audio-7B-Instruct/ --out DIR
+    slimspeech import voxtral --hf Voxtral-Mini-3B-2507/ --languages fr,de --out DIR
+    slimspeech import granite-speech --hf granite-speech-3.3-2b/ --languages fr,de --out DIR
     slimspeech import --help                      # the sources
 
     from speechllm.importers import import_slam   # the Python API (speechllm.importers.slam_parts)
+    from speechllm.importers import import_qwen2_audio   # (speechllm.importers.qwen2_audio_parts)
+    from speechllm.importers import import_voxtral       # (speechllm.importers.voxtral_parts)
+    from speechllm.importers import import_granite_speech   # (speechllm.importers.granite_speech_parts)
 
 Each source has a module here that reads the published layout (recorded in that module with where each
 fact comes from), checks that the parts fit together before any weight is loaded, and writes an
@@ -22,6 +28,12 @@ from ..errors import SlimError
 IMPORTERS: dict[str, tuple[str, str]] = {
     "slam": ("speechllm.importers.slam_parts:main",
              "SLAM-LLM: Hugging Face Whisper encoder + linear projector (model.pt) + causal LM (+ PEFT LoRA)"),
+    "qwen2-audio": ("speechllm.importers.qwen2_audio_parts:main",
+                    "Qwen2-Audio-7B / -7B-Instruct: a published Hugging Face dir (--hf DIR)"),
+    "voxtral": ("speechllm.importers.voxtral_parts:main",
+                "Voxtral-Mini-3B / -Small-24B (2507): a published Hugging Face dir (--hf DIR; needs mistral-common)"),
+    "granite-speech": ("speechllm.importers.granite_speech_parts:main",
+                       "granite-speech-3.3-2b / -8b: a published Hugging Face dir (--hf DIR), audio LoRA merged"),
 }
 
 
@@ -68,4 +80,16 @@ def __getattr__(name: str):
         from .slam_parts import import_slam
 
         return import_slam
+    if name == "import_qwen2_audio":
+        from .qwen2_audio_parts import import_qwen2_audio
+
+        return import_qwen2_audio
+    if name == "import_voxtral":
+        from .voxtral_parts import import_voxtral
+
+        return import_voxtral
+    if name == "import_granite_speech":
+        from .granite_speech_parts import import_granite_speech
+
+        return import_granite_speech
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

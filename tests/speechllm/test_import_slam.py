@@ -28,6 +28,7 @@ from speechllm.generate import greedy_generate, transcribe
 from speechllm.importers import import_slam
 from speechllm.importers.slam_parts import merge_lora, parse_languages, prompt_template, read_adapter
 from speechllm.modeldir import load_model
+from speechllm.provenance import Provenance
 from speechllm.surgery import remove_decoder_layers, skip_layers
 from speechllm.tasks import Task
 
@@ -72,10 +73,12 @@ def test_cli_import_writes_a_self_describing_model_dir(cli_import, sources):
     assert spec["features"]["n_mels"] == 80 and spec["max_audio_seconds"] == 30.0
     assert spec["prompts"]["transcribe"] == "{audio}USER: Transcribe speech to text. \n ASSISTANT:"
     assert spec["languages"] == {"fr": "French", "de": "German"}
-    prov = json.loads((out / "provenance.json").read_text())
-    assert prov["produced_by"] == "slimspeech import slam" and prov["decoder_layers"] == 4
-    assert prov["command"].startswith("slimspeech import slam --encoder ") and "--lora" in prov["command"]
-    src = prov["sources"]
+    prov = Provenance.read(out)
+    assert prov.produced_by == "slimspeech import slam" and prov.decoder_layers == prov.root_decoder_layers == 4
+    assert prov.parent is None and prov.removed_layers == [] and prov.fingerprint and prov.parameters
+    command = prov.extra["command"]
+    assert command.startswith("slimspeech import slam --encoder ") and "--lora" in command
+    src = prov.extra["sources"]
     assert src["projector"]["sha256"] == hashlib.sha256(sources["projector"].read_bytes()).hexdigest()
     assert src["llm"]["files"]["model.safetensors"] == \
         hashlib.sha256((sources["llm"] / "model.safetensors").read_bytes()).hexdigest()

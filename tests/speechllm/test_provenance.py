@@ -160,18 +160,13 @@ def test_fingerprint_survives_double_rounding():
 
 # ---- one module reads and writes provenance -------------------------------------------------------
 
-#: the importers and inspect, work in progress, still build provenance dicts by hand; once they go through
-#: speechllm.provenance, drop them here
-PENDING = ("speechllm/importers/", "speechllm/inspect.py")
-
-
 def test_provenance_keys_only_in_the_provenance_module():
     key = re.compile(r"""["'](kept_layers|produced_by)["']""")
     offenders = []
     for package in ("speechllm", "prune_tools"):
         for path in sorted((ROOT / package).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
-            if rel == "speechllm/provenance.py" or rel.startswith(PENDING):
+            if rel == "speechllm/provenance.py":
                 continue
             offenders += [f"{rel}:{n}" for n, line in enumerate(path.read_text().splitlines(), 1) if key.search(line)]
     assert not offenders, offenders
