@@ -11,13 +11,14 @@ skipped), the torch engine, inspect, the published key names of what is saved, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
+import io
 import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,15 @@ QWEN2_AUDIO_PUBLISHED = re.compile(r"^(audio_tower\.(conv[12]|embed_positions|la
                                    r"|multi_modal_projector\.linear\.(weight|bias)$"
                                    r"|language_model\.model\.(embed_tokens|norm|layers\.\d+)\."
                                    r"|language_model\.lm_head\.weight$)")
+
+
+def _slimspeech(*argv: str) -> subprocess.CompletedProcess:
+    """``slimspeech *argv`` in this process (the quick tier's way to run a verb: no interpreter start-up), its
+    exit code and printed output; tests/speechllm/test_byo_e2e.py runs the console script itself."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(list(argv))
+    return subprocess.CompletedProcess(["slimspeech", *argv], rc, out.getvalue(), err.getvalue())
 
 
 def _clips(n=3, seconds=(1.0, 0.45, 0.7), seed=0):
@@ -114,12 +124,10 @@ def qwen_src(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def qwen_cli(qwen_src, tmp_path_factory):
-    """The real console command, once: the Instruct replica with two translation targets."""
+    """The verb, once: the Instruct replica with two translation targets."""
     out = tmp_path_factory.mktemp("qwen-imported") / "qwen2-audio"
-    proc = subprocess.run([sys.executable, "-m", "speechllm.cli", "import", "qwen2-audio", "--hf", str(qwen_src),
-                           "--languages", "fr,de", "--max-new-tokens", "8", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    return proc, out
+    return _slimspeech("import", "qwen2-audio", "--hf", str(qwen_src), "--languages", "fr,de", "--max-new-tokens",
+                       "8", "--out", str(out)), out
 
 
 @pytest.fixture(scope="module")
@@ -261,10 +269,8 @@ def voxtral_src(tmp_path_factory):
 @pytest.fixture(scope="module")
 def voxtral_cli(voxtral_src, tmp_path_factory):
     out = tmp_path_factory.mktemp("voxtral-imported") / "voxtral"
-    proc = subprocess.run([sys.executable, "-m", "speechllm.cli", "import", "voxtral", "--hf", str(voxtral_src),
-                           "--languages", "fr,de", "--max-new-tokens", "8", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    return proc, out
+    return _slimspeech("import", "voxtral", "--hf", str(voxtral_src), "--languages", "fr,de", "--max-new-tokens",
+                       "8", "--out", str(out)), out
 
 
 @pytest.fixture(scope="module")
@@ -380,10 +386,8 @@ def granite_src(tmp_path_factory):
 @pytest.fixture(scope="module")
 def granite_cli(granite_src, tmp_path_factory):
     out = tmp_path_factory.mktemp("granite-imported") / "granite-speech"
-    proc = subprocess.run([sys.executable, "-m", "speechllm.cli", "import", "granite-speech", "--hf",
-                           str(granite_src), "--languages", "fr,de", "--max-new-tokens", "8", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    return proc, out
+    return _slimspeech("import", "granite-speech", "--hf", str(granite_src), "--languages", "fr,de",
+                       "--max-new-tokens", "8", "--out", str(out)), out
 
 
 @pytest.fixture(scope="module")
