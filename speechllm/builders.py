@@ -229,15 +229,17 @@ def tiny_lora_adapter_dir(path, llm_dir, *, r: int = 4, alpha: int = 8, targets=
     return path
 
 
-def slam_llm_replica(root, *, n_mels: int = 80, k: int = 5, llm: str = "llama", seed: int = 0) -> dict:
+def slam_llm_replica(root, *, n_mels: int = 80, k: int = 5, llm: str = "llama", hidden: int = 32, heads: int = 4,
+                     kv_heads: int = 2, seed: int = 0) -> dict:
     """The four sources of a SLAM-LLM checkpoint, scaled down, under ``root``: encoder (Whisper, width 64),
-    llm (width 32, 4 layers), projector (model.pt, k frames per token), lora (for that llm)."""
+    llm (width ``hidden``, 4 layers; hidden 64, heads 2: head_dim 32, what vLLM's CPU attention needs),
+    projector (model.pt, k frames per token), lora (for that llm)."""
     from pathlib import Path
 
     root = Path(root)
     enc = tiny_hf_whisper_dir(root / "whisper", n_mels=n_mels, seed=seed)
-    lm = tiny_llm_dir(root / "llm", llm, seed=seed)
-    proj = slam_projector_checkpoint(root / "ckpt" / "model.pt", encoder_dim=64, llm_dim=32, k=k, seed=seed)
+    lm = tiny_llm_dir(root / "llm", llm, hidden=hidden, heads=heads, kv_heads=kv_heads, seed=seed)
+    proj = slam_projector_checkpoint(root / "ckpt" / "model.pt", encoder_dim=64, llm_dim=hidden, k=k, seed=seed)
     lora = tiny_lora_adapter_dir(root / "lora", lm, seed=seed)
     return {"encoder": enc, "llm": lm, "projector": proj, "lora": lora}
 

@@ -340,10 +340,12 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
     chain = summary["lineage"]
     for i, step in enumerate(chain):
         where = "this dir" if i == len(chain) - 1 else step["dir"]
-        rows.append(("lineage" if i == 0 else "",
-                     f"{'-> ' if i else ''}{step['produced_by'] or 'unknown'} ({step['decoder_layers']} layers): {where}"))
+        verb = step["produced_by"] or "unknown"
+        step_text = f"{'-> ' if i else ''}{verb} ({step['decoder_layers']} layers): {where}"
+        rows.append(("lineage" if i == 0 else "", step_text))
     if summary.get("removed_layers"):
-        rows.append(("removed", f"layers {summary['removed_layers']} of the root's {summary.get('root_decoder_layers')}"))
+        root = summary.get("root_decoder_layers")
+        rows.append(("removed", f"layers {summary['removed_layers']} of the root's {root}"))
     for i, (name, src) in enumerate(summary["sources"].items()):
         rows.append(("sources" if i == 0 else "", f"{name}: {src['path']} (sha256 {str(src['sha256'])[:16]})"))
     return rows

@@ -24,26 +24,19 @@ is needed), so a batch gives the same embeddings as its clips one by one. The an
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
 import torch
 
-from .hf_audio import HFAudioSpeechLLM, HFAudioTable
+from .hf_audio import HFAudioSpeechLLM
+from .qwen2_audio import QWEN2_AUDIO
 
-VOXTRAL = HFAudioTable(
-    family="voxtral",
-    model_class="VoxtralForConditionalGeneration",
-    language_model="model.language_model",
-    lm_head="lm_head",
-    encoder="model.audio_tower",
-    projector=("model.multi_modal_projector",),
-    # the names of mistralai/Voxtral-Mini-3B-2507's model.safetensors.index.json (transformers'
-    # conversion_mapping.py maps "voxtral" onto the "qwen2_audio" renames)
-    published=(("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
-               ("model.audio_tower.", "audio_tower."), ("model.multi_modal_projector.", "multi_modal_projector.")),
-    model_inputs=("input_ids", "attention_mask", "input_features"),
-)
+# mistralai/Voxtral-Mini-3B-2507's model.safetensors.index.json has Qwen2-Audio's names (transformers'
+# conversion_mapping.py maps "voxtral" onto the "qwen2_audio" renames), and the parts live where Qwen2-Audio's do
+VOXTRAL = dataclasses.replace(QWEN2_AUDIO, family="voxtral", model_class="VoxtralForConditionalGeneration",
+                              model_inputs=("input_ids", "attention_mask", "input_features"))
 #: a bracketed control-token name in a template (or <s>, </s>, <unk>, <pad>)
 CONTROL = re.compile(r"(\[/?[A-Z][A-Z_]*\]|</?s>|<unk>|<pad>)")
 AUDIO_SLOT = "\0"

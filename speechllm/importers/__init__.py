@@ -54,6 +54,22 @@ class AdapterMismatchError(ShapeMismatchError):
     param = "lora"
 
 
+def add_shared_options(p, *, transcribe_help: str, translate_help: str, max_new_tokens: int,
+                       dtypes=("float32", "float16", "bfloat16"), dtype_help: str = "auto: as stored",
+                       source_language_help: str = "the spoken language's code (default en)") -> None:
+    """The options every ``slimspeech import <source>`` takes after its sources: the prompts, the languages, the
+    answer length, the dtype and ``--out`` (each source's parser adds its own sources first)."""
+    p.add_argument("--prompt-transcribe", default=None, metavar="TEXT", help=transcribe_help)
+    p.add_argument("--prompt-translate", default=None, metavar="TEXT", help=translate_help)
+    p.add_argument("--languages", default=None, metavar="CODES",
+                   help="translation targets, e.g. fr,de or xx=Name (default: transcription only)")
+    p.add_argument("--source-language", default="en", help=source_language_help)
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                   help=f"most tokens generated per clip (default {max_new_tokens})")
+    p.add_argument("--dtype", default="auto", choices=["auto", *dtypes], help=dtype_help)
+    p.add_argument("--out", required=True, metavar="DIR", help="the model dir to write")
+
+
 def usage() -> str:
     width = max(map(len, IMPORTERS))
     lines = ["usage: slimspeech import <source> [options]   (slimspeech import <source> --help)", "", "sources:"]

@@ -47,7 +47,6 @@ a fixed prompt). The answer ends with ``<|end_of_text|>`` (the tokenizer's EOS).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
@@ -56,9 +55,9 @@ from pathlib import Path
 
 from ..errors import SlimError
 from . import AdapterMismatchError, ShapeMismatchError, SourceError
-from .hf_parts import (HFDirSource, check_dtype, check_out, command_line, save_import, languages_of,
-                       load_hf_model, need_shape, print_result, read_hf_dir)
-from .slam_parts import DTYPES, merge_lora, read_adapter
+from .hf_parts import (HFDirSource, check_dtype, check_out, command_line, hf_parser, languages_of, load_hf_model,
+                       need_shape, read_hf_dir, run_import, save_import)
+from .slam_parts import merge_lora, read_adapter
 
 log = logging.getLogger(__name__)
 
@@ -231,36 +230,14 @@ def import_granite_speech(hf, out, *, prompt_transcribe: str | None = None, prom
     return out_path
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"slimspeech import {SOURCE}",
-                                description="Import a published Granite-Speech dir (granite-speech-3.3-2b / -8b) as a "
-                                            "granite_speech model dir, its audio LoRA merged in.")
-    p.add_argument("--hf", required=True, metavar="DIR", help="the Hugging Face Granite-Speech dir (config.json, "
-                   "weights, adapter_config.json + adapter_model.safetensors, preprocessor_config.json, tokenizer)")
-    p.add_argument("--prompt-transcribe", default=None, metavar="TEXT",
-                   help=f"instruction after <|audio|> (default {DEFAULT_TRANSCRIBE!r}) or a whole template with "
-                        "{audio}")
-    p.add_argument("--prompt-translate", default=None, metavar="TEXT",
-                   help=f"the same for translate (default {DEFAULT_TRANSLATE!r})")
-    p.add_argument("--languages", default=None, metavar="CODES",
-                   help="translation targets, e.g. fr,de or xx=Name (default: transcription only)")
-    p.add_argument("--source-language", default="en",
-                   help="the spoken language's code (default en)")
-    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
-                   help=f"the most tokens one answer may have (default {DEFAULT_MAX_NEW_TOKENS}, as the model card decodes)")
-    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: as stored")
-    p.add_argument("--out", required=True, metavar="DIR", help="the model dir to write")
-    return p
-
+def build_parser():
+    return hf_parser(SOURCE, "Import a published Granite-Speech dir (granite-speech-3.3-2b / -8b) as a granite_speech "
+                     "model dir, its audio LoRA merged in.", "the Hugging Face Granite-Speech dir (config.json, "
+                     "weights, adapter_config.json + adapter_model.safetensors, preprocessor_config.json, tokenizer)",
+                     transcribe_help=f"instruction after <|audio|> (default {DEFAULT_TRANSCRIBE!r}) or a whole "
+                                     "template with {audio}",
+                     translate_help=f"the same for translate (default {DEFAULT_TRANSLATE!r})",
+                     max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
 
 def main(argv: list[str]) -> int:
-    from transformers.utils import logging as hf_logging
-
-    args = build_parser().parse_args(argv)
-    hf_logging.disable_progress_bar()
-    out = import_granite_speech(args.hf, args.out, prompt_transcribe=args.prompt_transcribe,
-                                prompt_translate=args.prompt_translate, languages=args.languages,
-                                source_language=args.source_language, max_new_tokens=args.max_new_tokens,
-                                dtype=args.dtype, command=command_line(SOURCE, argv))
-    print_result(out, TITLE)
-    return 0
+    return run_import(SOURCE, TITLE, build_parser(), import_granite_speech, argv)

@@ -17,7 +17,6 @@ transformers would otherwise fill it with random values.
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from ..errors import SlimError
 from ..provenance import Provenance, source_record
-from . import ShapeMismatchError, SourceError
+from . import ShapeMismatchError, SourceError, add_shared_options
 from .slam_parts import DTYPES, _read_json, parse_languages, read_config_dir
 
 log = logging.getLogger(__name__)
@@ -152,6 +151,25 @@ def save_import(model, out: Path, source: str, command: str, src: HFDirSource, s
     return model.save(out, provenance=prov.to_dict())
 
 
-def print_result(out: Path, title: str) -> None:
+def hf_parser(source: str, description: str, hf_help: str, **shared):
+    """The parser of ``slimspeech import <source>``: ``--hf DIR``, then the options every import takes
+    (``shared``: ``add_shared_options``'s keywords)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=f"slimspeech import {source}", description=description)
+    p.add_argument("--hf", required=True, metavar="DIR", help=hf_help)
+    add_shared_options(p, dtypes=tuple(DTYPES), **shared)
+    return p
+
+
+def run_import(source: str, title: str, parser, import_fn, argv: list[str]) -> int:
+    """A ``slimspeech import <source> --hf DIR ...`` verb: parse ``argv``, run ``import_fn(hf, out, **options)``
+    (each option by its dest name), print one result line."""
+    from transformers.utils import logging as hf_logging
+
+    options = vars(parser.parse_args(argv))
+    hf_logging.disable_progress_bar()  # the verb prints one result line
+    out = import_fn(options.pop("hf"), options.pop("out"), command=command_line(source, argv), **options)
     fmt = Provenance.read(out).extra["source_format"]
     print(f"imported {title} -> {out}: {fmt['hf']}")
+    return 0

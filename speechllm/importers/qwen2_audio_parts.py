@@ -57,15 +57,13 @@ scripts decode greedily with up to 256 new tokens (the default here).
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 from ..errors import SlimError
 from . import ShapeMismatchError, SourceError
-from .hf_parts import (HFDirSource, check_dtype, check_out, command_line, save_import, languages_of,
-                       load_hf_model, need_shape, print_result, read_hf_dir)
-from .slam_parts import DTYPES
+from .hf_parts import (HFDirSource, check_dtype, check_out, command_line, hf_parser, languages_of, load_hf_model,
+                       need_shape, read_hf_dir, run_import, save_import)
 
 log = logging.getLogger(__name__)
 
@@ -212,39 +210,19 @@ def import_qwen2_audio(hf, out, *, variant: str = "auto", prompt_transcribe: str
     return out_path
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"slimspeech import {SOURCE}",
-                                description="Import a published Qwen2-Audio dir (Qwen2-Audio-7B or -7B-Instruct) as a "
-                                            "qwen2_audio model dir.")
-    p.add_argument("--hf", required=True, metavar="DIR", help="the Hugging Face Qwen2-Audio dir (config.json, "
-                   "weights, preprocessor_config.json, tokenizer)")
+def build_parser():
+    p = hf_parser(SOURCE, "Import a published Qwen2-Audio dir (Qwen2-Audio-7B or -7B-Instruct) as a qwen2_audio "
+                  "model dir.", "the Hugging Face Qwen2-Audio dir (config.json, weights, preprocessor_config.json, "
+                  "tokenizer)",
+                  transcribe_help=f"instruction (default {DEFAULT_TRANSCRIBE!r}) or a whole template with {{audio}}",
+                  translate_help=f"the same for translate (default {DEFAULT_TRANSLATE!r}; {{lang}}, {{lang_name}}: the "
+                                 "target, {src}: the source)",
+                  max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+                  source_language_help="the spoken language's code (default en): {src} in the prompts")
     p.add_argument("--variant", default="auto", choices=VARIANTS,
                    help="prompt format: base (audio + instruction) or instruct (the dir's chat template); auto: "
                         "instruct when the dir has a chat template")
-    p.add_argument("--prompt-transcribe", default=None, metavar="TEXT",
-                   help=f"instruction (default {DEFAULT_TRANSCRIBE!r}) or a whole template with {{audio}}")
-    p.add_argument("--prompt-translate", default=None, metavar="TEXT",
-                   help=f"the same for translate (default {DEFAULT_TRANSLATE!r}; {{lang}}, {{lang_name}}: the target, "
-                        "{src}: the source)")
-    p.add_argument("--languages", default=None, metavar="CODES",
-                   help="translation targets, e.g. fr,de or xx=Name (default: transcription only)")
-    p.add_argument("--source-language", default="en",
-                   help="the spoken language's code (default en): {src} in the prompts")
-    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
-                   help=f"the most tokens one answer may have (default {DEFAULT_MAX_NEW_TOKENS}, as the model card decodes)")
-    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: as stored")
-    p.add_argument("--out", required=True, metavar="DIR", help="the model dir to write")
     return p
 
-
 def main(argv: list[str]) -> int:
-    from transformers.utils import logging as hf_logging
-
-    args = build_parser().parse_args(argv)
-    hf_logging.disable_progress_bar()  # the verb prints one result line
-    out = import_qwen2_audio(args.hf, args.out, variant=args.variant, prompt_transcribe=args.prompt_transcribe,
-                             prompt_translate=args.prompt_translate, languages=args.languages,
-                             source_language=args.source_language, max_new_tokens=args.max_new_tokens,
-                             dtype=args.dtype, command=command_line(SOURCE, argv))
-    print_result(out, TITLE)
-    return 0
+    return run_import(SOURCE, TITLE, build_parser(), import_qwen2_audio, argv)

@@ -62,7 +62,7 @@ import torch
 
 from ..errors import SlimError
 from ..provenance import Provenance, source_record
-from . import AdapterMismatchError, ShapeMismatchError, SourceError
+from . import AdapterMismatchError, ShapeMismatchError, SourceError, add_shared_options
 
 log = logging.getLogger(__name__)
 
@@ -544,18 +544,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoder frames per audio token (SLAM-LLM's encoder_projector_ds_rate); "
                         "default: from the shapes")
     p.add_argument("--lora", default=None, metavar="ADAPTER_DIR", help="PEFT LoRA adapter of the LLM, merged in")
-    p.add_argument("--prompt-transcribe", default=None, metavar="TEXT",
-                   help=f"instruction (default {DEFAULT_TRANSCRIBE!r}, inside {SLAM_PROMPT_TEMPLATE!r} after the "
-                        "audio) or a whole template with {audio}")
-    p.add_argument("--prompt-translate", default=None, metavar="TEXT",
-                   help=f"the same for translate (default {DEFAULT_TRANSLATE!r}; {{lang}}, {{lang_name}}: the target)")
-    p.add_argument("--languages", default=None, metavar="CODES",
-                   help="translation targets, e.g. fr,de or xx=Name (default: transcription only)")
-    p.add_argument("--source-language", default="en", help="the spoken language's code (default en)")
-    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
-                   help=f"most tokens generated per clip (default {DEFAULT_MAX_NEW_TOKENS})")
-    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: each part as stored")
-    p.add_argument("--out", required=True, metavar="DIR", help="the model dir to write")
+    add_shared_options(p, transcribe_help=f"instruction (default {DEFAULT_TRANSCRIBE!r}, inside "
+                                          f"{SLAM_PROMPT_TEMPLATE!r} after the audio) or a whole template with "
+                                          "{audio}",
+                       translate_help=f"the same for translate (default {DEFAULT_TRANSLATE!r}; {{lang}}, "
+                                      "{lang_name}: the target)",
+                       max_new_tokens=DEFAULT_MAX_NEW_TOKENS, dtypes=tuple(DTYPES),
+                       dtype_help="auto: each part as stored")
     return p
 
 

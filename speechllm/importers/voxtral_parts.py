@@ -49,7 +49,6 @@ Prompts (speechllm.families.voxtral writes control tokens in brackets):
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import logging
@@ -57,9 +56,8 @@ from pathlib import Path
 
 from ..errors import SlimError
 from . import ShapeMismatchError, SourceError
-from .hf_parts import (check_dtype, check_out, command_line, save_import, languages_of, load_hf_model,
-                       need_shape, print_result, read_hf_dir)
-from .slam_parts import DTYPES
+from .hf_parts import (check_dtype, check_out, command_line, hf_parser, languages_of, load_hf_model, need_shape,
+                       read_hf_dir, run_import, save_import)
 
 log = logging.getLogger(__name__)
 
@@ -164,34 +162,16 @@ def import_voxtral(hf, out, *, prompt_transcribe: str | None = None, prompt_tran
     return out_path
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"slimspeech import {SOURCE}",
-                                description="Import a published Voxtral dir (Voxtral-Mini-3B-2507, "
-                                            "Voxtral-Small-24B-2507) as a voxtral model dir.")
-    p.add_argument("--hf", required=True, metavar="DIR",
-                   help="the Hugging Face Voxtral dir (config.json, weights, preprocessor_config.json, tekken.json)")
-    p.add_argument("--prompt-transcribe", default=None, metavar="TEMPLATE",
-                   help=f"a whole template with {{audio}} (default {DEFAULT_TRANSCRIBE!r}: the transcription mode)")
-    p.add_argument("--prompt-translate", default=None, metavar="TEXT",
-                   help=f"instruction after the audio (default {DEFAULT_TRANSLATE_INSTRUCTION!r}) or a whole template")
-    p.add_argument("--languages", default=None, metavar="CODES",
-                   help="translation targets, e.g. fr,de or xx=Name (default: transcription only)")
-    p.add_argument("--source-language", default="en", help="the language the transcription mode is told (lang:xx)")
-    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
-                   help=f"the most tokens one answer may have (default {DEFAULT_MAX_NEW_TOKENS}, as the model card decodes)")
-    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: as stored")
-    p.add_argument("--out", required=True, metavar="DIR", help="the model dir to write")
-    return p
-
+def build_parser():
+    return hf_parser(SOURCE, "Import a published Voxtral dir (Voxtral-Mini-3B-2507, Voxtral-Small-24B-2507) as a "
+                     "voxtral model dir.", "the Hugging Face Voxtral dir (config.json, weights, "
+                     "preprocessor_config.json, tekken.json)",
+                     transcribe_help=f"a whole template with {{audio}} (default {DEFAULT_TRANSCRIBE!r}: the "
+                                     "transcription mode)",
+                     translate_help=f"instruction after the audio (default {DEFAULT_TRANSLATE_INSTRUCTION!r}) or a "
+                                    "whole template",
+                     max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+                     source_language_help="the language the transcription mode is told (lang:xx; default en)")
 
 def main(argv: list[str]) -> int:
-    from transformers.utils import logging as hf_logging
-
-    args = build_parser().parse_args(argv)
-    hf_logging.disable_progress_bar()
-    out = import_voxtral(args.hf, args.out, prompt_transcribe=args.prompt_transcribe,
-                         prompt_translate=args.prompt_translate, languages=args.languages,
-                         source_language=args.source_language, max_new_tokens=args.max_new_tokens, dtype=args.dtype,
-                         command=command_line(SOURCE, argv))
-    print_result(out, TITLE)
-    return 0
+    return run_import(SOURCE, TITLE, build_parser(), import_voxtral, argv)
