@@ -36,7 +36,8 @@ The fields of ``Provenance`` (schema 2, ``SCHEMA_VERSION``):
 ``scores``               the evaluate report's summary (``prune_tools.export.scores_summary``), or None
 ``extra``                what one verb alone records: train's ``recipe``, ``data``, ``training_minutes``,
                          ``dev_scores_fp32``; export's ``export`` (``note``, ``verified``); an importer's
-                         ``command``, ``sources`` (``source_record`` of each) and ``source_format``;
+                         ``command``, ``sources`` (``source_record`` of each) and ``source_format``
+                         (these two, ``ROOT_EXTRA``, are kept by every dir pruned from the import);
                          anything a reader does not know
 =======================  ================================================================================
 
@@ -87,6 +88,8 @@ from .errors import ModelDirError
 from .modeldir import PROVENANCE_FILE, read_json, write_json
 
 SCHEMA_VERSION = 2
+#: the ``extra`` keys that describe the root model (an importer's sources), kept by every dir derived from it
+ROOT_EXTRA = ("sources", "source_format")
 FINGERPRINT_SAMPLES = 64
 _FINGERPRINT_TAG = b"slimspeech fingerprint 2\n"
 
@@ -327,6 +330,11 @@ class Provenance:
                 "sources": {name: {"path": s.get("path"), "sha256": s.get("sha256")}
                             for name, s in (self.extra.get("sources") or {}).items()},
                 "command": self.extra.get("command")}
+
+    def root_extra(self) -> dict:
+        """The part of ``extra`` that describes the root model (``ROOT_EXTRA``: an import's sources and their
+        layout), for a derived dir whose own verb replaces the rest of ``extra``."""
+        return {k: copy.deepcopy(self.extra[k]) for k in ROOT_EXTRA if k in self.extra}
 
     def layer_summary(self) -> dict:
         """``{"removed_layers", "kept_layers", "decoder_layers"}``, for step outputs listing models."""

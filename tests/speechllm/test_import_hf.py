@@ -48,7 +48,7 @@ QWEN2_AUDIO_PUBLISHED = re.compile(r"^(audio_tower\.(conv[12]|embed_positions|la
 
 def _slimspeech(*argv: str) -> subprocess.CompletedProcess:
     """``slimspeech *argv`` in this process (the quick tier's way to run a verb: no interpreter start-up), its
-    exit code and printed output; tests/speechllm/test_byo_e2e.py runs the console script itself."""
+    exit code and printed output; tests/test_bring_your_own.py runs the console script itself."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = cli.main(list(argv))
