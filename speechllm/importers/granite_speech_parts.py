@@ -53,10 +53,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import SlimError
 from . import AdapterMismatchError, ShapeMismatchError, SourceError
 from .hf_parts import (HFDirSource, check_dtype, check_out, command_line, hf_parser, languages_of, load_hf_model,
-                       need_shape, read_hf_dir, run_import, save_import)
+                       need_shape, read_hf_dir, run_import, save_import, task_prompts)
 from .slam_parts import merge_lora, read_adapter
 
 log = logging.getLogger(__name__)
@@ -84,12 +83,7 @@ def render_prompts(tokenizer, audio_token: str, prompt_transcribe: str | None, p
         rendered = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         return rendered.replace(audio_token, "{audio}", 1)
 
-    prompts = {"transcribe": template(prompt_transcribe or DEFAULT_TRANSCRIBE)}
-    if langs:
-        prompts["translate"] = template(prompt_translate or DEFAULT_TRANSLATE)
-    elif prompt_translate:
-        raise SlimError("--prompt-translate needs --languages (the target languages)", param="languages")
-    return prompts
+    return task_prompts(template, prompt_transcribe, prompt_translate, langs, (DEFAULT_TRANSCRIBE, DEFAULT_TRANSLATE))
 
 
 def _without_adapter(src: Path, scratch: Path) -> Path:

@@ -139,6 +139,18 @@ def languages_of(languages) -> dict[str, str]:
     return languages if isinstance(languages, dict) else parse_languages(languages)
 
 
+def task_prompts(template, prompt_transcribe: str | None, prompt_translate: str | None, langs: dict,
+                 defaults: tuple[str, str]) -> dict[str, str]:
+    """The task templates: ``template(text)`` of the given or default (transcribe, translate) text; translate only
+    with target languages (``--prompt-translate`` without ``--languages`` is refused)."""
+    prompts = {"transcribe": template(prompt_transcribe or defaults[0])}
+    if langs:
+        prompts["translate"] = template(prompt_translate or defaults[1])
+    elif prompt_translate:
+        raise SlimError("--prompt-translate needs --languages (the target languages)", param="languages")
+    return prompts
+
+
 def command_line(source: str, argv: list[str]) -> str:
     return f"slimspeech import {source} " + shlex.join(argv)
 

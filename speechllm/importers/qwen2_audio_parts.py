@@ -63,7 +63,7 @@ from pathlib import Path
 from ..errors import SlimError
 from . import ShapeMismatchError, SourceError
 from .hf_parts import (HFDirSource, check_dtype, check_out, command_line, hf_parser, languages_of, load_hf_model,
-                       need_shape, read_hf_dir, run_import, save_import)
+                       need_shape, read_hf_dir, run_import, save_import, task_prompts)
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,7 @@ def render_prompts(processor, variant: str, prompt_transcribe: str | None, promp
                               "(--prompt-transcribe, --prompt-translate) or --variant base", param="hf")
         return rendered.replace(processor.audio_token, "{audio}")
 
-    prompts = {"transcribe": template(prompt_transcribe or DEFAULT_TRANSCRIBE)}
-    if langs:
-        prompts["translate"] = template(prompt_translate or DEFAULT_TRANSLATE)
-    elif prompt_translate:
-        raise SlimError("--prompt-translate needs --languages (the target languages)", param="languages")
-    return prompts
+    return task_prompts(template, prompt_transcribe, prompt_translate, langs, (DEFAULT_TRANSCRIBE, DEFAULT_TRANSLATE))
 
 
 def check_source(src: HFDirSource) -> tuple[object, int, int]:

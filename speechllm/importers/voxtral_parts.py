@@ -57,7 +57,7 @@ from pathlib import Path
 from ..errors import SlimError
 from . import ShapeMismatchError, SourceError
 from .hf_parts import (check_dtype, check_out, command_line, hf_parser, languages_of, load_hf_model, need_shape,
-                       read_hf_dir, run_import, save_import)
+                       read_hf_dir, run_import, save_import, task_prompts)
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +139,9 @@ def import_voxtral(hf, out, *, prompt_transcribe: str | None = None, prompt_tran
         raise ShapeMismatchError(f"{src.path}: config.json's audio_token_id {config.audio_token_id} is not "
                                  f"tekken.json's [AUDIO] ({audio_id}): the files come from different checkpoints",
                                  param="hf")
-    prompts = {"transcribe": prompt_transcribe or DEFAULT_TRANSCRIBE}
-    if langs:
-        prompts["translate"] = instruct_template(prompt_translate or DEFAULT_TRANSLATE_INSTRUCTION)
-    elif prompt_translate:
-        raise SlimError("--prompt-translate needs --languages (the target languages)", param="languages")
+    # an instruction without {audio} goes into the audio-instruct turn (the default transcription has {audio})
+    prompts = task_prompts(instruct_template, prompt_transcribe, prompt_translate, langs,
+                           (DEFAULT_TRANSCRIBE, DEFAULT_TRANSLATE_INSTRUCTION))
     PromptBook(prompts, langs, source_language)
 
     # 2. the model, every weight read
@@ -167,7 +165,7 @@ def build_parser():
                      "voxtral model dir.", "the Hugging Face Voxtral dir (config.json, weights, "
                      "preprocessor_config.json, tekken.json)",
                      transcribe_help=f"a whole template with {{audio}} (default {DEFAULT_TRANSCRIBE!r}: the "
-                                     "transcription mode)",
+                                     "transcription mode) or an instruction after the audio",
                      translate_help=f"instruction after the audio (default {DEFAULT_TRANSLATE_INSTRUCTION!r}) or a "
                                     "whole template",
                      max_new_tokens=DEFAULT_MAX_NEW_TOKENS,

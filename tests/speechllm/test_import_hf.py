@@ -10,7 +10,6 @@ skipped), the torch engine, inspect, the published key names of what is saved, a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import hashlib
@@ -35,6 +34,7 @@ from speechllm.modeldir import load_model
 from speechllm.provenance import Provenance
 from speechllm.surgery import remove_decoder_layers, skip_layers
 from speechllm.tasks import Task
+from tests.conftest import assert_refused, engine_batches_like_one_by_one
 
 TASKS = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")]
 
@@ -53,6 +53,29 @@ def _slimspeech(*argv: str) -> subprocess.CompletedProcess:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = cli.main(list(argv))
     return subprocess.CompletedProcess(["slimspeech", *argv], rc, out.getvalue(), err.getvalue())
+
+
+def _import(source: str, src: Path, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """``slimspeech import <source>`` of a replica, once per module: two translation targets, 8 new tokens;
+    -> (its run, the model dir)."""
+    out = tmp_path_factory.mktemp(f"{source}-imported") / source
+    return _slimspeech("import", source, "--hf", str(src), "--languages", "fr,de", "--max-new-tokens", "8",
+                       "--out", str(out)), out
+
+
+def _loaded(imported):
+    proc, out = imported
+    assert proc.returncode == 0, proc.stderr
+    return load_model(out)
+
+
+def _one_line(imported, prefix: str) -> tuple[Path, str, dict]:
+    """The import succeeded and printed one line starting with ``prefix``; -> (the dir, the line, its spec)."""
+    proc, out = imported
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix.format(out=out)), lines
+    return out, lines[0], json.loads((out / "speechllm.json").read_text())
 
 
 def _clips(n=3, seconds=(1.0, 0.45, 0.7), seed=0):
@@ -95,25 +118,6 @@ def _surgery_holds(model, wavs, tmp_path, remove=(1, 2)):
     return tmp_path / "pruned"
 
 
-def _engine_batches_like_one_by_one(path, clips):
-    from server.engines import EngineRequest
-    from server.engines.torch_engine import TorchEngine
-    from server.settings import Settings
-
-    async def run():
-        engine = TorchEngine(Settings(models={"m": str(path)}, max_batch_size=8, max_wait_ms=200), {"m": path})
-        await engine.start()
-        handles = [engine.submit(EngineRequest("m", TASKS[i % 3], c)) for i, c in enumerate(clips)]
-        results = [await h.result() for h in handles]
-        await engine.stop()
-        return results
-
-    results = asyncio.run(run())
-    model = load_model(path)
-    assert [r.text for r in results] == [transcribe(model, [c], [TASKS[i % 3]])[0] for i, c in enumerate(clips)]
-    assert max(r.batch_size for r in results) > 1
-
-
 # ---- Qwen2-Audio ------------------------------------------------------------------------------------------------
 
 
@@ -124,26 +128,16 @@ def qwen_src(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def qwen_cli(qwen_src, tmp_path_factory):
-    """The verb, once: the Instruct replica with two translation targets."""
-    out = tmp_path_factory.mktemp("qwen-imported") / "qwen2-audio"
-    return _slimspeech("import", "qwen2-audio", "--hf", str(qwen_src), "--languages", "fr,de", "--max-new-tokens",
-                       "8", "--out", str(out)), out
+    return _import("qwen2-audio", qwen_src, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def qwen(qwen_cli):
-    proc, out = qwen_cli
-    assert proc.returncode == 0, proc.stderr
-    return load_model(out)
+    return _loaded(qwen_cli)
 
 
 def test_qwen2_audio_cli_import_writes_a_self_describing_model_dir(qwen_cli, qwen_src):
-    proc, out = qwen_cli
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"imported Qwen2-Audio -> {out}: Qwen2-Audio instruct")
-    assert "Traceback" not in proc.stderr
-    spec = json.loads((out / "speechllm.json").read_text())
+    out, _, spec = _one_line(qwen_cli, "imported Qwen2-Audio -> {out}: Qwen2-Audio instruct")
     assert spec["family"] == "qwen2_audio" and spec["eos_token"] == "<|im_end|>"
     assert spec["max_audio_seconds"] == 30.0 and spec["max_new_tokens"] == 8
     # the dir's own ChatML template, rendered with the audio first and the base model's instruction
@@ -226,8 +220,8 @@ def test_qwen2_audio_surgery_equivalence(qwen, tmp_path):
     _surgery_holds(qwen, _clips(), tmp_path)
 
 
-def test_qwen2_audio_torch_engine_batches_like_one_by_one(qwen_cli):
-    _engine_batches_like_one_by_one(qwen_cli[1], _clips(4, (1.0, 0.45, 0.7, 0.3), seed=1))
+def test_qwen2_audio_torchengine_batches_like_one_by_one(qwen_cli):
+    engine_batches_like_one_by_one(qwen_cli[1], _clips(4, (1.0, 0.45, 0.7, 0.3), seed=1), TASKS)
 
 
 def test_qwen2_audio_inspect(qwen_cli, qwen):
@@ -268,24 +262,16 @@ def voxtral_src(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def voxtral_cli(voxtral_src, tmp_path_factory):
-    out = tmp_path_factory.mktemp("voxtral-imported") / "voxtral"
-    return _slimspeech("import", "voxtral", "--hf", str(voxtral_src), "--languages", "fr,de", "--max-new-tokens",
-                       "8", "--out", str(out)), out
+    return _import("voxtral", voxtral_src, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def voxtral(voxtral_cli):
-    proc, out = voxtral_cli
-    assert proc.returncode == 0, proc.stderr
-    return load_model(out)
+    return _loaded(voxtral_cli)
 
 
 def test_voxtral_cli_import_writes_a_self_describing_model_dir(voxtral_cli, voxtral_src):
-    proc, out = voxtral_cli
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"imported Voxtral -> {out}: Voxtral (VoxtralForConditional")
-    spec = json.loads((out / "speechllm.json").read_text())
+    out, _, spec = _one_line(voxtral_cli, "imported Voxtral -> {out}: Voxtral (VoxtralForConditional")
     assert spec["family"] == "voxtral" and "eos_token" not in spec
     assert spec["prompts"] == {"transcribe": "<s>[INST][BEGIN_AUDIO]{audio}[/INST]lang:{lang}[TRANSCRIBE]",
                                "translate": "<s>[INST][BEGIN_AUDIO]{audio}Translate this audio into {lang_name}."
@@ -358,7 +344,7 @@ def test_voxtral_batch_equals_one_by_one_and_surgery(voxtral, tmp_path):
 
 
 def test_voxtral_torch_engine_and_inspect(voxtral_cli, voxtral):
-    _engine_batches_like_one_by_one(voxtral_cli[1], _clips(4, (1.0, 0.45, 0.7, 0.3), seed=1))
+    engine_batches_like_one_by_one(voxtral_cli[1], _clips(4, (1.0, 0.45, 0.7, 0.3), seed=1), TASKS)
     info = inspect_model_dir(voxtral_cli[1])
     assert info["family"] == "voxtral" and info["encoder"]["n_mels"] == 128 and info["encoder"]["d_model"] == 32
     assert info["projector"]["stack"] == 4 and info["projector"]["out_dim"] == 64
@@ -385,25 +371,17 @@ def granite_src(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def granite_cli(granite_src, tmp_path_factory):
-    out = tmp_path_factory.mktemp("granite-imported") / "granite-speech"
-    return _slimspeech("import", "granite-speech", "--hf", str(granite_src), "--languages", "fr,de",
-                       "--max-new-tokens", "8", "--out", str(out)), out
+    return _import("granite-speech", granite_src, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def granite(granite_cli):
-    proc, out = granite_cli
-    assert proc.returncode == 0, proc.stderr
-    return load_model(out)
+    return _loaded(granite_cli)
 
 
 def test_granite_cli_import_merges_the_lora_and_writes_the_published_names(granite_cli, granite_src):
-    proc, out = granite_cli
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"imported Granite-Speech -> {out}: Granite-Speech")
-    assert "audio LoRA merged into 8 modules" in lines[0]  # q_proj, v_proj x 4 layers
-    spec = json.loads((out / "speechllm.json").read_text())
+    out, line, spec = _one_line(granite_cli, "imported Granite-Speech -> {out}: Granite-Speech")
+    assert "audio LoRA merged into 8 modules" in line  # q_proj, v_proj x 4 layers
     assert spec["family"] == "granite_speech"
     assert spec["prompts"]["transcribe"] == GRANITE_ASR_PROMPT.replace("<|audio|>", "{audio}")
     assert "{audio}can you translate the speech into {lang_name}?<|end_of_text|>" in spec["prompts"]["translate"]
@@ -512,7 +490,7 @@ def test_granite_batch_equals_one_by_one_surgery_engine_inspect(granite, granite
     k = min(batch.prompt_lengths)
     assert not torch.allclose(batch.inputs_embeds[0, -k:], batch.inputs_embeds[1, -k:], atol=1e-3)  # other clips
     _surgery_holds(granite, wavs, tmp_path)
-    _engine_batches_like_one_by_one(granite_cli[1], _clips(4, (1.0, 0.45, 0.7, 0.3), seed=1))
+    engine_batches_like_one_by_one(granite_cli[1], _clips(4, (1.0, 0.45, 0.7, 0.3), seed=1), TASKS)
     info = inspect_model_dir(granite_cli[1])
     assert info["family"] == "granite_speech" and info["encoder"]["n_mels"] == 80
     assert info["projector"]["kind"] == "qformer" and info["projector"]["out_dim"] == 64
@@ -641,13 +619,7 @@ def _qwen_refusal(case, src: Path, tmp_path: Path):
                                   "other_weight_names"])
 def test_qwen2_audio_refusals_are_one_clear_line(case, qwen_src, tmp_path, capsys):
     argv, want = _qwen_refusal(case, qwen_src, tmp_path)
-    out = tmp_path / "out"
-    rc = cli.main(["import", "qwen2-audio", *argv, "--out", str(out)])
-    captured = capsys.readouterr()
-    assert rc == 2 and captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], captured.err
-    assert not out.exists()
+    assert_refused(capsys, ["import", "qwen2-audio", *argv, "--out", tmp_path / "out"], want, tmp_path / "out")
 
 
 def _voxtral_refusal(case, src: Path, tmp_path: Path):
@@ -684,11 +656,7 @@ def _voxtral_refusal(case, src: Path, tmp_path: Path):
 def test_voxtral_refusals_are_one_clear_line(case, voxtral_src, tmp_path, capsys):
     want = _voxtral_refusal(case, voxtral_src, tmp_path)
     out = tmp_path / "out"
-    rc = cli.main(["import", "voxtral", "--hf", str(tmp_path / "bad"), "--out", str(out)])
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert rc == 2 and captured.out == "" and not out.exists()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], captured.err
+    assert_refused(capsys, ["import", "voxtral", "--hf", tmp_path / "bad", "--out", out], want, out)
 
 
 def _granite_refusal(case, src: Path, tmp_path: Path) -> str:
@@ -720,11 +688,7 @@ def _granite_refusal(case, src: Path, tmp_path: Path) -> str:
 def test_granite_refusals_are_one_clear_line(case, granite_src, tmp_path, capsys):
     want = _granite_refusal(case, granite_src, tmp_path)
     out = tmp_path / "out"
-    rc = cli.main(["import", "granite-speech", "--hf", str(tmp_path / "bad"), "--out", str(out)])
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert rc == 2 and captured.out == "" and not out.exists()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], captured.err
+    assert_refused(capsys, ["import", "granite-speech", "--hf", tmp_path / "bad", "--out", out], want, out)
 
 
 def test_out_must_be_new_or_a_model_dir_and_sources_are_listed(qwen_src, tmp_path, capsys):

@@ -31,6 +31,7 @@ from speechllm.modeldir import load_model
 from speechllm.provenance import Provenance
 from speechllm.surgery import remove_decoder_layers, skip_layers
 from speechllm.tasks import Task
+from tests.conftest import assert_refused
 
 K = 5  # the replica's frames per audio token (SLAM-LLM's default encoder_projector_ds_rate)
 TASKS = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")]
@@ -306,13 +307,7 @@ def _refusal(case, sources, tmp_path):
                                   "projector_input_vs_encoder", "lora_for_another_base"])
 def test_refusals_are_one_clear_line(case, sources, tmp_path, capsys):
     argv, want = _refusal(case, sources, tmp_path)
-    out = tmp_path / "out"
-    rc = cli.main(["import", "slam", *argv, "--out", str(out)])
-    captured = capsys.readouterr()
-    assert rc == 2 and captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], captured.err
-    assert not out.exists()
+    assert_refused(capsys, ["import", "slam", *argv, "--out", tmp_path / "out"], want, tmp_path / "out")
 
 
 def test_out_must_be_new_or_a_model_dir(sources, tmp_path):
