@@ -36,6 +36,10 @@ IMPORTERS: dict[str, tuple[str, str]] = {
                        "granite-speech-3.3-2b / -8b: a published Hugging Face dir (--hf DIR), audio LoRA merged"),
 }
 
+#: config.json model_type -> the source (and its flag) that imports a dir of it
+HF_SOURCES = {"qwen2_audio": "qwen2-audio --hf", "voxtral": "voxtral --hf", "granite_speech": "granite-speech --hf",
+              "whisper": "slam --encoder"}
+
 
 class SourceError(SlimError):
     """A source checkpoint that cannot be imported: a missing file, an unknown architecture, a layout we

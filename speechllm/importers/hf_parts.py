@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import SlimError
 from ..provenance import Provenance, source_record
-from . import ShapeMismatchError, SourceError, add_shared_options
+from . import HF_SOURCES, ShapeMismatchError, SourceError, add_shared_options
 from .slam_parts import DTYPES, _read_json, parse_languages, read_config_dir
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,11 @@ def read_hf_dir(path: Path, model_types: tuple[str, ...], title: str, flag: str 
     and read its tensor headers; -> HFDirSource. No weight is read."""
     from ..inspect import read_header  # safetensors headers only: the 8-byte length + JSON
 
-    other = {"qwen2_audio": "qwen2-audio", "voxtral": "voxtral", "granite_speech": "granite-speech",
-             "whisper": "slam --encoder"}
     path, cfg = read_config_dir(
         path, flag, f"a Hugging Face {title} dir", lambda c: c.get("model_type") in model_types,
         lambda c: f"; {flag} takes a Hugging Face {title} dir (model_type {' or '.join(model_types)})"
-                  + (f": import this one with slimspeech import {other[c['model_type']]}"
-                     if c.get("model_type") in other else ""))
+                  + (f": import this one with slimspeech import {HF_SOURCES[c['model_type']]} {path}"
+                     if c.get("model_type") in HF_SOURCES else ""))
     if (path / INDEX_FILE).is_file():
         index = _read_json(path / INDEX_FILE, flag)
         files = sorted(set((index.get("weight_map") or {}).values()))

@@ -699,3 +699,14 @@ def test_out_must_be_new_or_a_model_dir_and_sources_are_listed(qwen_src, tmp_pat
     assert cli.main(["import", "--help"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in ("qwen2-audio", "voxtral", "granite-speech"))
+
+
+def test_a_published_dir_is_not_a_model_dir_and_the_error_says_how_to_import_it(qwen_src, voxtral_src, tmp_path,
+                                                                                  capsys):
+    want = ("it has no speechllm.json (a qwen2_audio dir: import it first, slimspeech import qwen2-audio --hf "
+            f"{qwen_src} --out MODEL_DIR)")
+    assert_refused(capsys, ["inspect", qwen_src], want, tmp_path / "none")
+    assert_refused(capsys, ["import", "voxtral", "--hf", qwen_src, "--out", tmp_path / "out"],
+                   f"import this one with slimspeech import qwen2-audio --hf {qwen_src}", tmp_path / "out")
+    assert_refused(capsys, ["inspect", tmp_path], f"{tmp_path} is not a slimspeech model dir: it has no speechllm.json",
+                   tmp_path / "none")
