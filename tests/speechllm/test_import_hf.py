@@ -220,7 +220,7 @@ def test_qwen2_audio_surgery_equivalence(qwen, tmp_path):
     _surgery_holds(qwen, _clips(), tmp_path)
 
 
-def test_qwen2_audio_torchengine_batches_like_one_by_one(qwen_cli):
+def test_qwen2_audio_torch_engine_batches_like_one_by_one(qwen_cli):
     engine_batches_like_one_by_one(qwen_cli[1], _clips(4, (1.0, 0.45, 0.7, 0.3), seed=1), TASKS)
 
 
