@@ -710,3 +710,19 @@ def test_a_published_dir_is_not_a_model_dir_and_the_error_says_how_to_import_it(
                    f"import this one with slimspeech import qwen2-audio --hf {qwen_src}", tmp_path / "out")
     assert_refused(capsys, ["inspect", tmp_path], f"{tmp_path} is not a slimspeech model dir: it has no speechllm.json",
                    tmp_path / "none")
+
+
+def test_export_verifies_the_decoders_layers_only(granite, tmp_path):
+    """Granite's conformer layers are numbered too (encoder.layers.0-1): a decoder pruned to one layer exports, and
+    the check counts language_model.model.layers.* alone."""
+    from prune_tools.export import export
+    from prune_tools.prune import prune_model
+
+    model = copy.deepcopy(granite)
+    prune_model(model, [0, 1, 3])
+    model.save(tmp_path / "pruned")
+    prov = export(tmp_path / "pruned", tmp_path / "exported", dtype="float32")
+    assert prov.kept_layers == [2] and prov.extra["export"]["verified"]["decoder_layers"] == 1
+    names = _keys(tmp_path / "exported" / "hf")
+    assert {k for k in names if k.startswith("encoder.layers.1.")}  # what the old count mistook for decoder layers
+    assert not [k for k in names if k.startswith("language_model.model.layers.1.")]
