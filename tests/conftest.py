@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,6 +34,45 @@ def require(ok: bool, what: str, fix: str) -> None:
 def require_tools(*names: str, fix: str) -> None:
     missing = [n for n in names if not shutil.which(n)]
     require(not missing, " and ".join(missing), fix)
+
+
+def engine_batches_like_one_by_one(path, clips, tasks) -> None:
+    """The torch engine (max batch 8) on clip i with task ``tasks[i % len(tasks)]``, all submitted at once: the
+    texts equal speechllm's one clip at a time, and some clips ran in a batch together."""
+    import asyncio
+
+    from server.engines import EngineRequest
+    from server.engines.torch_engine import TorchEngine
+    from server.settings import Settings
+    from speechllm.generate import transcribe
+    from speechllm.modeldir import load_model
+
+    task_of = [tasks[i % len(tasks)] for i in range(len(clips))]
+
+    async def run():
+        engine = TorchEngine(Settings(models={"m": str(path)}, max_batch_size=8, max_wait_ms=200), {"m": path})
+        await engine.start()
+        handles = [engine.submit(EngineRequest("m", task, c)) for task, c in zip(task_of, clips)]
+        results = [await h.result() for h in handles]
+        await engine.stop()
+        return results
+
+    results = asyncio.run(run())
+    model = load_model(path)
+    assert [r.text for r in results] == [transcribe(model, [c], [t])[0] for t, c in zip(task_of, clips)]
+    assert max(r.batch_size for r in results) > 1
+
+
+def assert_refused(capsys, argv, want: str, out) -> None:
+    """``slimspeech *argv`` in this process is refused: exit code 2, nothing on stdout, one ``error: `` line on
+    stderr holding ``want``, and ``out`` not written."""
+    from speechllm import cli
+
+    rc = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert rc == 2 and captured.out == "" and not os.path.exists(out), (rc, captured)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], captured.err
 
 
 def espeak_wav(text: str, path, voice: str = "en-us", speed: int = 160) -> str:
@@ -87,42 +125,3 @@ def make_manifest(path, audio_files, texts=TEXTS):
                                 "translation": {"fr": FR[i % 3], "de": DE[i % 3]}, "voice": "en-us",
                                 "speed": 160, "pitch": 50, "snr": None}) + "\n")
     return str(path)
-
-
-def engine_batches_like_one_by_one(path, clips, tasks) -> None:
-    """The torch engine (max batch 8) on clip i with task ``tasks[i % len(tasks)]``, all submitted at once: the
-    texts equal speechllm's one clip at a time, and some clips ran in a batch together."""
-    import asyncio
-
-    from server.engines import EngineRequest
-    from server.engines.torch_engine import TorchEngine
-    from server.settings import Settings
-    from speechllm.generate import transcribe
-    from speechllm.modeldir import load_model
-
-    task_of = [tasks[i % len(tasks)] for i in range(len(clips))]
-
-    async def run():
-        engine = TorchEngine(Settings(models={"m": str(path)}, max_batch_size=8, max_wait_ms=200), {"m": path})
-        await engine.start()
-        handles = [engine.submit(EngineRequest("m", task, c)) for task, c in zip(task_of, clips)]
-        results = [await h.result() for h in handles]
-        await engine.stop()
-        return results
-
-    results = asyncio.run(run())
-    model = load_model(path)
-    assert [r.text for r in results] == [transcribe(model, [c], [t])[0] for t, c in zip(task_of, clips)]
-    assert max(r.batch_size for r in results) > 1
-
-
-def assert_refused(capsys, argv, want: str, out) -> None:
-    """``slimspeech *argv`` in this process is refused: exit code 2, nothing on stdout, one ``error: `` line on
-    stderr holding ``want``, and ``out`` not written."""
-    from speechllm import cli
-
-    rc = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert rc == 2 and captured.out == "" and not Path(out).exists(), (rc, captured)
-    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], captured.err
