@@ -63,6 +63,20 @@ def engine_batches_like_one_by_one(path, clips, tasks) -> None:
     assert max(r.batch_size for r in results) > 1
 
 
+def run_slimspeech(*argv) -> subprocess.CompletedProcess:
+    """``slimspeech *argv`` in this process (the quick tier's way to run a verb: no interpreter start-up); -> its
+    exit code and what it printed, as a CompletedProcess. tests/test_bring_your_own.py runs the console script."""
+    import contextlib
+    import io
+
+    from speechllm import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main([str(a) for a in argv])
+    return subprocess.CompletedProcess(["slimspeech", *map(str, argv)], rc, out.getvalue(), err.getvalue())
+
+
 def assert_refused(capsys, argv, want: str, out) -> None:
     """``slimspeech *argv`` in this process is refused: exit code 2, nothing on stdout, one ``error: `` line on
     stderr holding ``want``, and ``out`` not written."""

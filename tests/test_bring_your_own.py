@@ -15,8 +15,6 @@ test_import_slam.py.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -26,7 +24,6 @@ import pytest
 import torch
 from openai import OpenAI
 
-from speechllm import cli
 from speechllm.builders import granite_speech_replica, qwen2_audio_replica, slam_llm_replica, voxtral_replica
 from speechllm.generate import transcribe
 from speechllm.inspect import read_header
@@ -34,6 +31,7 @@ from speechllm.modeldir import load_model
 from speechllm.provenance import Provenance
 from speechllm.tasks import Task
 from tests.loadtests.live import bench_manifest  # noqa: F401  (3 espeak-ng clips with en/fr/de references)
+from tests.conftest import run_slimspeech
 from tests.server.conftest import VLLM_TEST_SETTINGS, ServerProcess, require_vllm
 
 pytestmark = pytest.mark.slow
@@ -61,13 +59,11 @@ def _replica(source: str, root: Path) -> tuple[list[str], Path]:
     return ["--hf", str(hf)], hf
 
 
-def _slimspeech(*argv: str) -> str:
+def _slimspeech(*argv) -> str:
     """``slimspeech *argv`` in this process; -> what it printed (exit code 0 asserted)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main([str(a) for a in argv])
-    assert rc == 0, (argv, err.getvalue()[-3000:])
-    return out.getvalue()
+    proc = run_slimspeech(*argv)
+    assert proc.returncode == 0, (argv, proc.stderr[-3000:])
+    return proc.stdout
 
 
 def _weight_names(folder: Path) -> set[str]:

@@ -10,10 +10,8 @@ skipped), the torch engine, inspect, the published key names of what is saved, a
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
-import io
 import json
 import re
 import shutil
@@ -34,7 +32,7 @@ from speechllm.modeldir import load_model
 from speechllm.provenance import Provenance
 from speechllm.surgery import remove_decoder_layers, skip_layers
 from speechllm.tasks import Task
-from tests.conftest import assert_refused, engine_batches_like_one_by_one
+from tests.conftest import assert_refused, engine_batches_like_one_by_one, run_slimspeech
 
 TASKS = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")]
 
@@ -46,20 +44,11 @@ QWEN2_AUDIO_PUBLISHED = re.compile(r"^(audio_tower\.(conv[12]|embed_positions|la
                                    r"|language_model\.lm_head\.weight$)")
 
 
-def _slimspeech(*argv: str) -> subprocess.CompletedProcess:
-    """``slimspeech *argv`` in this process (the quick tier's way to run a verb: no interpreter start-up), its
-    exit code and printed output; tests/test_bring_your_own.py runs the console script itself."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main(list(argv))
-    return subprocess.CompletedProcess(["slimspeech", *argv], rc, out.getvalue(), err.getvalue())
-
-
 def _import(source: str, src: Path, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """``slimspeech import <source>`` of a replica, once per module: two translation targets, 8 new tokens;
     -> (its run, the model dir)."""
     out = tmp_path_factory.mktemp(f"{source}-imported") / source
-    return _slimspeech("import", source, "--hf", str(src), "--languages", "fr,de", "--max-new-tokens", "8",
+    return run_slimspeech("import", source, "--hf", str(src), "--languages", "fr,de", "--max-new-tokens", "8",
                        "--out", str(out)), out
 
 

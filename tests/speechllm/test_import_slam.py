@@ -11,8 +11,6 @@ import hashlib
 import json
 import math
 import shutil
-import subprocess
-import sys
 
 import pytest
 import soundfile as sf
@@ -31,7 +29,7 @@ from speechllm.modeldir import load_model
 from speechllm.provenance import Provenance
 from speechllm.surgery import remove_decoder_layers, skip_layers
 from speechllm.tasks import Task
-from tests.conftest import assert_refused
+from tests.conftest import assert_refused, run_slimspeech
 
 K = 5  # the replica's frames per audio token (SLAM-LLM's default encoder_projector_ds_rate)
 TASKS = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")]
@@ -44,14 +42,12 @@ def sources(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli_import(sources, tmp_path_factory):
-    """The real console command, once: the replica with its LoRA and two translation targets."""
+    """The verb, once: the replica with its LoRA and two translation targets (in-process; the console script runs
+    in tests/test_bring_your_own.py)."""
     out = tmp_path_factory.mktemp("imported") / "slam-asr"
-    proc = subprocess.run([sys.executable, "-m", "speechllm.cli", "import", "slam",
-                           "--encoder", str(sources["encoder"]), "--llm", str(sources["llm"]),
-                           "--projector", str(sources["projector"]), "--lora", str(sources["lora"]),
-                           "--languages", "fr,de", "--max-new-tokens", "8",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
-    return proc, out
+    return run_slimspeech("import", "slam", "--encoder", sources["encoder"], "--llm", sources["llm"],
+                          "--projector", sources["projector"], "--lora", sources["lora"], "--languages", "fr,de",
+                          "--max-new-tokens", "8", "--out", out), out
 
 
 @pytest.fixture(scope="module")
