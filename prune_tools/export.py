@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 from pathlib import Path
 
 from speechllm.devices import DTYPES, resolve_dtype
@@ -100,9 +99,9 @@ def verify_export(out: Path, model, fingerprint: str) -> dict:
     if model_fingerprint(reloaded) != fingerprint:
         raise RuntimeError(f"export {out} reloads with fingerprint {model_fingerprint(reloaded)}, "
                            f"its provenance records {fingerprint}")
-    sub = "decoder" if model.family == "slam" else "hf"
+    sub, prefix = model.saved_decoder()
     cfg = read_json(out / sub / "config.json")
-    text_cfg = cfg.get("text_config", cfg) if model.family != "slam" else cfg
+    text_cfg = cfg.get("text_config", cfg)
     if text_cfg.get("num_hidden_layers") != L or len(text_cfg.get("layer_types") or [None] * L) != L:
         raise RuntimeError(f"{out / sub}/config.json does not describe {L} layers")
     from safetensors import safe_open
@@ -111,10 +110,11 @@ def verify_export(out: Path, model, fingerprint: str) -> dict:
     for f in sorted((out / sub).glob("*.safetensors")):
         with safe_open(str(f), "pt") as st:
             keys += list(st.keys())
-    idx = {int(m.group(1)) for k in keys for m in [re.search(r"(?:^|\.)layers\.(\d+)\.", k)]
-           if m and "audio_tower" not in k}
+    # the decoder's layers only: an audio encoder's (Whisper's, Granite's conformer) are numbered too
+    idx = {int(k[len(prefix):].split(".", 1)[0]) for k in keys if k.startswith(prefix)}
     if any("lora" in k for k in keys) or idx != set(range(L)):
-        raise RuntimeError(f"{out / sub} weights do not hold exactly layers 0-{L - 1} without LoRA")
+        raise RuntimeError(f"{out / sub} weights do not hold exactly decoder layers 0-{L - 1} ({prefix}*) without "
+                           f"LoRA: found {sorted(idx)}")
     return {"decoder_dir": str((out / sub).resolve()), "decoder_layers": L, "tensors": len(keys),
             "fingerprint": fingerprint}
 

@@ -105,7 +105,9 @@ def prune_model(model, remove: list[int], *, parent_dir=None, analysis_summary: 
         removed_from_parent=sorted(set(remove)),
         removed_layers=[i for i in range(root_L) if i not in set(kept)],
         kept_layers=kept, analysis=analysis_summary, healing=None, scores=None,
-        extra={},  # what the parent's verb alone recorded (a training recipe) describes the parent, not this dir
+        # what the parent's verb alone recorded (a training recipe) describes the parent, not this dir; an import's
+        # sources describe the root, which every dir made from it names
+        extra=parent_prov.root_extra(),
     ).describing(model)
     model.provenance = prov.to_dict()
     return prov

@@ -19,7 +19,6 @@ not linked. Exit status 0 when everything holds, else 2 with one line per proble
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
@@ -31,13 +30,9 @@ NAMES = ("demo", "demo-pruned")  # in release order: a later dir may link to an 
 SUMS = "weights.sha256"
 WEIGHTS = (".safetensors", ".bin", ".pt")
 
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+from speechllm.provenance import sha256_file as sha256  # noqa: E402
 
 
 def files(model_dir: Path) -> list[Path]:
@@ -61,7 +56,6 @@ def read_sums(model_dir: Path) -> dict[str, str]:
 
 def check_dir(model_dir: Path) -> list[str]:
     """Problems with one model dir: not loadable as a slimspeech dir, or unreadable weights."""
-    sys.path.insert(0, str(ROOT))
     from speechllm.errors import SlimError
     from speechllm.modeldir import check_weight_files, read_spec
 

@@ -28,7 +28,8 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import ModelDirError
-from .modeldir import read_provenance, read_spec
+from .modeldir import read_spec
+from .provenance import Provenance, summary_rows
 
 #: safetensors dtype codes -> torch's names (and bytes per element)
 DTYPE_NAMES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
@@ -52,11 +53,15 @@ def read_header(path: Path) -> dict[str, dict]:
     return header
 
 
+#: stored buffers that are not parameters: a BatchNorm's running statistics (Granite-Speech's conformer)
+BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
+
+
 def _tensors(folder: Path) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for file in sorted(Path(folder).glob("*.safetensors")):
         out.update(read_header(file))
-    return out
+    return {k: v for k, v in out.items() if not k.endswith(BUFFER_SUFFIXES)}
 
 
 def _count(tensors: dict[str, dict]) -> dict:
@@ -128,37 +133,63 @@ def _slam_parts(path: Path, spec: dict) -> dict:
     return {"encoder": encoder, "projector": projector, "decoder": decoder}
 
 
-def _qwen2_audio_parts(path: Path, spec: dict) -> dict:
+#: families kept as a Hugging Face dir under hf/: (encoder tensor prefix, projector tensor prefix, encoder class)
+HF_FAMILIES = {
+    "qwen2_audio": ("audio_tower.", "multi_modal_projector.", "Qwen2AudioEncoder"),
+    "voxtral": ("audio_tower.", "multi_modal_projector.", "VoxtralEncoder"),
+    "granite_speech": ("encoder.", "projector.", "GraniteSpeechCTCEncoder"),
+}
+
+
+def _first(d: dict, *keys):
+    return next((d[k] for k in keys if d.get(k) is not None), None)
+
+
+def _shape(tensors: dict[str, dict], suffix: str) -> list | None:
+    return next((v["shape"] for k, v in tensors.items() if k.endswith(suffix)), None)
+
+
+def _hf_parts(path: Path, spec: dict) -> dict:
+    """Encoder, projector and decoder of an hf/ dir, by the published weight names (the first component of a
+    name says the part: ``audio_tower.`` / ``encoder.``, ``multi_modal_projector.`` / ``projector.``, the rest is
+    the language model)."""
+    family = spec["family"]
+    enc_prefix, proj_prefix, enc_class = HF_FAMILIES[family]
     cfg = _read_config(path / "hf" / "config.json")
     tensors = _tensors(path / "hf")
-    enc = {k: v for k, v in tensors.items() if "audio_tower." in k}
-    proj = {k: v for k, v in tensors.items() if "multi_modal_projector." in k}
+    enc = {k: v for k, v in tensors.items() if k.startswith(enc_prefix)}
+    proj = {k: v for k, v in tensors.items() if k.startswith(proj_prefix)}
     dec = {k: v for k, v in tensors.items() if k not in enc and k not in proj}
-    a = cfg.get("audio_config") or {}
-    lin = next((v["shape"] for k, v in proj.items() if k.endswith("weight")), None)
+    a = cfg.get("audio_config") or cfg.get("encoder_config") or {}
     text = dict(cfg.get("text_config") or {})
-    outer = (cfg.get("architectures") or ["Qwen2Audio"])[0]
+    outer = (cfg.get("architectures") or [family])[0]
     text["architectures"] = [f"{text.get('model_type', 'the')} language model of {outer}"]
-    return {
-        "encoder": {"kind": "qwen2_audio_encoder", "architecture": "Qwen2AudioEncoder",
-                    "layers": a.get("encoder_layers"), "d_model": a.get("d_model"),
-                    "heads": a.get("encoder_attention_heads"), "ffn_dim": a.get("encoder_ffn_dim"),
-                    "n_mels": a.get("num_mel_bins"), **_count(enc)},
-        "projector": {"kind": "linear", "in_dim": lin[1] if lin else None, "out_dim": lin[0] if lin else None,
-                      **_count(proj)},
-        "decoder": _decoder_part(text, dec),
-    }
-
-
-def _lineage(prov: dict, path: Path, layers: int) -> list[dict]:
-    """Oldest first, this dir last; each {"dir", "produced_by", "decoder_layers"}."""
-    chain = [{k: e.get(k) for k in ("dir", "produced_by", "decoder_layers")} for e in prov.get("lineage") or []]
-    parent = prov.get("parent")
-    if not chain and isinstance(parent, dict):  # provenance written before lineages were kept
-        chain.append({k: parent.get(k) for k in ("dir", "produced_by", "decoder_layers")})
-    chain.append({"dir": str(path), "produced_by": prov.get("produced_by"),
-                  "decoder_layers": prov.get("decoder_layers", layers)})
-    return chain
+    pre = path / "hf" / "preprocessor_config.json"
+    fe = json.loads(pre.read_text()) if pre.is_file() else {}
+    encoder = {"kind": f"{family}_encoder", "architecture": enc_class,
+               "layers": _first(a, "encoder_layers", "num_hidden_layers", "num_layers"),
+               "d_model": _first(a, "d_model", "hidden_size", "hidden_dim"),
+               "heads": _first(a, "encoder_attention_heads", "num_attention_heads", "num_heads"),
+               "ffn_dim": _first(a, "encoder_ffn_dim", "intermediate_size"),
+               "n_mels": _first(a, "num_mel_bins") or _first({**fe, **(fe.get("melspec_kwargs") or {})}, "n_mels",
+                                                             "feature_size"), **_count(enc)}
+    if family == "qwen2_audio":
+        lin = _shape(proj, "linear.weight")
+        projector = {"kind": "linear", "in_dim": lin[1] if lin else None, "out_dim": lin[0] if lin else None}
+    elif family == "voxtral":  # 4 encoder frames stacked (intermediate_size = 4 x width) -> Linear -> GELU -> Linear
+        l1, l2 = _shape(proj, "linear_1.weight"), _shape(proj, "linear_2.weight")
+        width = encoder["d_model"] or 1
+        projector = {"kind": "stack_mlp", "activation": cfg.get("projector_hidden_act"),
+                     "stack": l1[1] // width if l1 else None, "in_dim": width, "hidden_dim": l1[0] if l1 else None,
+                     "out_dim": l2[0] if l2 else None}
+    else:  # Granite-Speech: a window-level Q-Former, window_size frames -> window_size / downsample_rate queries
+        q = cfg.get("projector_config") or {}
+        lin = _shape(proj, "linear.weight")
+        projector = {"kind": "qformer", "stack": cfg.get("downsample_rate"), "window": cfg.get("window_size"),
+                     "in_dim": q.get("encoder_hidden_size"), "hidden_dim": q.get("hidden_size"),
+                     "out_dim": lin[0] if lin else None, "layers": q.get("num_hidden_layers")}
+    projector.update(_count(proj))
+    return {"encoder": encoder, "projector": projector, "decoder": _decoder_part(text, dec)}
 
 
 def inspect_model_dir(path) -> dict:
@@ -166,11 +197,11 @@ def inspect_model_dir(path) -> dict:
     path = Path(path)
     spec = read_spec(path)
     family = spec["family"]
-    parts = _slam_parts(path, spec) if family == "slam" else _qwen2_audio_parts(path, spec)
+    parts = _slam_parts(path, spec) if family == "slam" else _hf_parts(path, spec)
     counts = {name: part["parameters"] for name, part in parts.items()}
     total = sum(counts.values())
     dtypes = {part["dtype"] for part in parts.values() if part["dtype"]}
-    prov = read_provenance(path)
+    prov = Provenance.read(path)  # any schema, upgraded; an importer's sources and command are in extra
     from .tasks import PromptBook
 
     book = PromptBook.from_spec(spec)
@@ -185,15 +216,7 @@ def inspect_model_dir(path) -> dict:
         "source_language": spec.get("source_language", "en"),
         "bos_position": spec.get("bos_position", "start") if family == "slam" else None,
         "max_audio_seconds": spec.get("max_audio_seconds"), "max_new_tokens": spec.get("max_new_tokens"),
-        "provenance": {
-            "produced_by": prov.get("produced_by"), "created": prov.get("created"),
-            "lineage": _lineage(prov, path, parts["decoder"]["layers"]),
-            "root_decoder_layers": prov.get("root_decoder_layers"),
-            "removed_layers": prov.get("removed_layers"), "kept_layers": prov.get("kept_layers"),
-            "sources": {name: {"path": s.get("path"), "sha256": s.get("sha256")}
-                        for name, s in (prov.get("sources") or {}).items()},
-            "command": prov.get("command"),
-        },
+        "provenance": prov.summary(path, parts["decoder"]["layers"]),
     }
     return info
 
@@ -214,6 +237,10 @@ def format_report(info: dict) -> str:
         enc += f", padded to {e['padded_seconds']} s"
     if p.get("kind") == "linear":
         proj = f"linear: {p.get('in_dim')} -> {p.get('out_dim')}"
+    elif p.get("kind") == "qformer":
+        proj = (f"qformer ({p.get('layers')} layers): windows of {p.get('window')} frames -> "
+                f"{(p.get('window') or 0) // (p.get('stack') or 1)} queries, {p.get('in_dim')} -> "
+                f"{p.get('hidden_dim')} -> {p.get('out_dim')}")
     elif str(p.get("kind")).startswith("ctc_"):
         proj = (f"{p['kind']}: CTC head {p.get('in_dim')} -> {p.get('vocab_size')} + blank, MLP {p.get('stack')} x "
                 f"{p.get('in_dim')} -> {p.get('hidden_dim')} -> {p.get('out_dim')}")
@@ -240,16 +267,7 @@ def format_report(info: dict) -> str:
     if info.get("bos_position"):
         rows.append(("bos", info["bos_position"]))
     rows.append(("window", f"{info['max_audio_seconds']} s audio, up to {info['max_new_tokens']} new tokens"))
-    prov = info["provenance"]
-    chain = prov["lineage"]
-    for i, step in enumerate(chain):
-        where = "this dir" if i == len(chain) - 1 else step["dir"]
-        step_text = f"{'-> ' if i else ''}{step['produced_by'] or 'unknown'} ({step['decoder_layers']} layers): {where}"
-        rows.append(("lineage" if i == 0 else "", step_text))
-    if prov.get("removed_layers"):
-        rows.append(("removed", f"layers {prov['removed_layers']} of the root's {prov.get('root_decoder_layers')}"))
-    for i, (name, src) in enumerate(prov["sources"].items()):
-        rows.append(("sources" if i == 0 else "", f"{name}: {src['path']} (sha256 {str(src['sha256'])[:16]})"))
+    rows += summary_rows(info["provenance"])
     width = max(len(k) for k, _ in rows)
     return "\n".join([info["dir"]] + [f"  {k:<{width}}  {v}" for k, v in rows])
 
@@ -258,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspeech inspect",
                                 description="What a model dir holds, from its configs and safetensors headers "
                                             "alone: parts, shapes, parameters, the decoder's share, prompts, lineage.")
-    p.add_argument("model", metavar="DIR", help="a model dir (slam, qwen2_audio)")
+    p.add_argument("model", metavar="DIR", help="a model dir (slam, qwen2_audio, voxtral, granite_speech)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 

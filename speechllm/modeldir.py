@@ -25,6 +25,8 @@ FORMAT_VERSION = 1
 FAMILIES = {
     "slam": "speechllm.families.slam:SlamSpeechLLM",
     "qwen2_audio": "speechllm.families.qwen2_audio:Qwen2AudioSpeechLLM",
+    "voxtral": "speechllm.families.voxtral:VoxtralSpeechLLM",
+    "granite_speech": "speechllm.families.granite_speech:GraniteSpeechSpeechLLM",
 }
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"
 
@@ -72,13 +74,27 @@ def atomic_dir(path: str | Path):
         raise
 
 
+def _import_hint(path: Path) -> str:
+    """For a published dir of a source ``slimspeech import`` reads: the command that makes a model dir of it."""
+    from .importers import HF_SOURCES
+
+    try:
+        model_type = read_json(path / "config.json").get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    source = HF_SOURCES.get(model_type)
+    if not source:
+        return ""
+    return f" (a {model_type} dir: import it first, slimspeech import {source} {path} --out MODEL_DIR)"
+
+
 def read_spec(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_dir():
         raise ModelDirError(f"model dir not found: {path} (pass an existing model dir)")
     spec_path = path / SPEC_FILE
     if not spec_path.is_file():
-        raise ModelDirError(f"{path} is not a slimspeech model dir: it has no {SPEC_FILE}")
+        raise ModelDirError(f"{path} is not a slimspeech model dir: it has no {SPEC_FILE}{_import_hint(path)}")
     try:
         spec = read_json(spec_path)
     except json.JSONDecodeError as exc:

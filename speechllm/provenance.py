@@ -36,7 +36,9 @@ The fields of ``Provenance`` (schema 2, ``SCHEMA_VERSION``):
 ``scores``               the evaluate report's summary (``prune_tools.export.scores_summary``), or None
 ``extra``                what one verb alone records: train's ``recipe``, ``data``, ``training_minutes``,
                          ``dev_scores_fp32``; export's ``export`` (``note``, ``verified``); an importer's
-                         ``command`` and ``sources``; anything a reader does not know
+                         ``command``, ``sources`` (``source_record`` of each) and ``source_format``
+                         (these two, ``ROOT_EXTRA``, are kept by every dir pruned from the import);
+                         anything a reader does not know
 =======================  ================================================================================
 
 Schema 1 (no ``schema_version``: every file written before this module, the shipped
@@ -86,6 +88,8 @@ from .errors import ModelDirError
 from .modeldir import PROVENANCE_FILE, read_json, write_json
 
 SCHEMA_VERSION = 2
+#: the ``extra`` keys that describe the root model (an importer's sources), kept by every dir derived from it
+ROOT_EXTRA = ("sources", "source_format")
 FINGERPRINT_SAMPLES = 64
 _FINGERPRINT_TAG = b"slimspeech fingerprint 2\n"
 
@@ -103,6 +107,31 @@ def stamp(producer: str) -> dict:
 def stamped_by(doc) -> str | None:
     """Which verb wrote a step output or provenance dict (``"slimspeech analyze"``), None if unknown."""
     return doc.get("produced_by") if isinstance(doc, dict) else None
+
+
+def sha256_file(path) -> str:
+    """The hex SHA-256 of a file's bytes, read in 1 MiB blocks (what ``sha256sum`` prints)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_record(path) -> dict:
+    """An imported source: ``{"path", "sha256"}`` of a file; of a dir also ``{"files": {relative path: sha256}}``,
+    its sha256 being that of the sorted ``relative-path  sha256`` lines (hidden files and folders, e.g. a hub
+    cache's, left out)."""
+    path = Path(path).resolve()
+    if path.is_file():
+        return {"path": str(path), "sha256": sha256_file(path)}
+    files = {}
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path)
+        if f.is_file() and not any(part.startswith(".") for part in rel.parts):
+            files[rel.as_posix()] = sha256_file(f)
+    digest = hashlib.sha256("".join(f"{k}  {v}\n" for k, v in files.items()).encode()).hexdigest()
+    return {"path": str(path), "sha256": digest, "files": files}
 
 
 def dtype_name(dtype) -> str:
@@ -201,6 +230,15 @@ class Provenance:
     scores: dict | None = None
     extra: dict = field(default_factory=dict)
 
+    @classmethod
+    def imported(cls, source: str, model, *, command: str, sources: dict, source_format: dict) -> "Provenance":
+        """The provenance of a model dir ``slimspeech import <source>`` writes: a root (no parent, every layer
+        kept), ``model``'s own identity (``describing``), and in ``extra`` the command, the sources
+        (``source_record`` of each, by role) and a description of each source's layout."""
+        return cls(produced_by=f"slimspeech import {source}", created=now(), parent=None, removed_layers=[],
+                   root_decoder_layers=model.num_decoder_layers,
+                   extra={"command": command, "sources": sources, "source_format": source_format}).describing(model)
+
     # ---- reading ---------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: dict | None) -> "Provenance":
@@ -278,10 +316,47 @@ class Provenance:
             self, decoder_layers=model.num_decoder_layers, fingerprint=model_fingerprint(model),
             parameters=model.num_parameters(), weight_bytes=model.weight_bytes(), dtype=dtype_name(model.dtype))
 
+    def summary(self, model_dir, decoder_layers: int) -> dict:
+        """What ``slimspeech inspect`` shows of it: the producer, the lineage (oldest first, ``model_dir`` last; each
+        dir, verb and decoder layers), the root's layers, removed / kept layers, an importer's sources (path,
+        sha256) and command. ``decoder_layers``: the dir's own count, when the provenance does not say."""
+        refs = self.lineage or ([self.parent] if self.parent is not None else [])
+        chain = [{"dir": r.dir, "produced_by": r.produced_by, "decoder_layers": r.decoder_layers} for r in refs]
+        chain.append({"dir": str(model_dir), "produced_by": self.produced_by,
+                      "decoder_layers": self.decoder_layers if self.decoder_layers is not None else decoder_layers})
+        return {"produced_by": self.produced_by, "created": self.created, "lineage": chain,
+                "root_decoder_layers": self.root_decoder_layers, "removed_layers": list(self.removed_layers),
+                "kept_layers": self.kept_layers,
+                "sources": {name: {"path": s.get("path"), "sha256": s.get("sha256")}
+                            for name, s in (self.extra.get("sources") or {}).items()},
+                "command": self.extra.get("command")}
+
+    def root_extra(self) -> dict:
+        """The part of ``extra`` that describes the root model (``ROOT_EXTRA``: an import's sources and their
+        layout), for a derived dir whose own verb replaces the rest of ``extra``."""
+        return {k: copy.deepcopy(self.extra[k]) for k in ROOT_EXTRA if k in self.extra}
+
     def layer_summary(self) -> dict:
         """``{"removed_layers", "kept_layers", "decoder_layers"}``, for step outputs listing models."""
         return {"removed_layers": list(self.removed_layers), "kept_layers": self.kept_layers,
                 "decoder_layers": self.decoder_layers if self.kept_layers is None else len(self.kept_layers)}
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    """(label, text) rows of a ``Provenance.summary`` for ``slimspeech inspect``'s report."""
+    rows = []
+    chain = summary["lineage"]
+    for i, step in enumerate(chain):
+        where = "this dir" if i == len(chain) - 1 else step["dir"]
+        verb = step["produced_by"] or "unknown"
+        step_text = f"{'-> ' if i else ''}{verb} ({step['decoder_layers']} layers): {where}"
+        rows.append(("lineage" if i == 0 else "", step_text))
+    if summary.get("removed_layers"):
+        root = summary.get("root_decoder_layers")
+        rows.append(("removed", f"layers {summary['removed_layers']} of the root's {root}"))
+    for i, (name, src) in enumerate(summary["sources"].items()):
+        rows.append(("sources" if i == 0 else "", f"{name}: {src['path']} (sha256 {str(src['sha256'])[:16]})"))
+    return rows
 
 
 def read_dict(model_dir) -> dict:

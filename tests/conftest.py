@@ -61,6 +61,59 @@ def require_tools(*names: str, fix: str) -> None:
     require(not missing, " and ".join(missing), fix)
 
 
+def engine_batches_like_one_by_one(path, clips, tasks) -> None:
+    """The torch engine (max batch 8) on clip i with task ``tasks[i % len(tasks)]``, all submitted at once: the
+    texts equal speechllm's one clip at a time, and some clips ran in a batch together."""
+    import asyncio
+
+    from server.engines import EngineRequest
+    from server.engines.torch_engine import TorchEngine
+    from server.settings import Settings
+    from speechllm.generate import transcribe
+    from speechllm.modeldir import load_model
+
+    task_of = [tasks[i % len(tasks)] for i in range(len(clips))]
+
+    async def run():
+        engine = TorchEngine(Settings(models={"m": str(path)}, max_batch_size=8, max_wait_ms=200), {"m": path})
+        await engine.start()
+        handles = [engine.submit(EngineRequest("m", task, c)) for task, c in zip(task_of, clips)]
+        results = [await h.result() for h in handles]
+        await engine.stop()
+        return results
+
+    results = asyncio.run(run())
+    model = load_model(path)
+    assert [r.text for r in results] == [transcribe(model, [c], [t])[0] for t, c in zip(task_of, clips)]
+    assert max(r.batch_size for r in results) > 1
+
+
+def run_slimspeech(*argv) -> subprocess.CompletedProcess:
+    """``slimspeech *argv`` in this process (the quick tier's way to run a verb: no interpreter start-up); -> its
+    exit code and what it printed, as a CompletedProcess. tests/test_bring_your_own.py runs the console script."""
+    import contextlib
+    import io
+
+    from speechllm import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main([str(a) for a in argv])
+    return subprocess.CompletedProcess(["slimspeech", *map(str, argv)], rc, out.getvalue(), err.getvalue())
+
+
+def assert_refused(capsys, argv, want: str, out) -> None:
+    """``slimspeech *argv`` in this process is refused: exit code 2, nothing on stdout, one ``error: `` line on
+    stderr holding ``want``, and ``out`` not written."""
+    from speechllm import cli
+
+    rc = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert rc == 2 and captured.out == "" and not os.path.exists(out), (rc, captured)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], captured.err
+
+
 def espeak_wav(text: str, path, voice: str = "en-us", speed: int = 160) -> str:
     """Real speech from espeak-ng, resampled to 16 kHz by sox."""
     raw = str(path) + ".raw.wav"

@@ -43,3 +43,10 @@ def test_vllm_cpu_needs_the_cpu_build_that_pypi_lacks(tmp_path):
     """Why scripts/setup.sh picks profile cpu (not cpu-vllm) on a machine with PyPI alone."""
     with pytest.raises(AssertionError, match="(?i)conflict|no matching distribution|ResolutionImpossible"):
         dry_run("vllm-cpu", tmp_path)
+
+
+def test_voxtral_extra_brings_mistral_common_without_torchaudio(tmp_path):
+    """`slimspeech import voxtral` needs mistral-common's audio tokenizer; torchaudio would break the CPU torch."""
+    found = dry_run("voxtral", tmp_path)
+    assert "mistral-common" in found or "mistral_common" in found
+    assert {"soundfile", "soxr"} <= set(found) and "torchaudio" not in found

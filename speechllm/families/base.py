@@ -71,6 +71,12 @@ class SpeechLLM(nn.Module):
     def save(self, path, provenance: dict | None = None) -> Path:
         raise NotImplementedError
 
+    def saved_decoder(self) -> tuple[str, str]:
+        """Where ``save`` puts the decoder: (the sub-dir of the model dir whose config.json describes it, the
+        prefix of its layers' weight names there, e.g. ``"model.layers."``). Other modules' layers (an audio
+        encoder's) share the dir under other prefixes."""
+        raise NotImplementedError
+
     def text_decoder_dir(self, model_dir: Path, scratch: Path) -> Path:
         """A plain HF causal-LM dir (config, weights, tokenizer) of this model's decoder, for engines
         that run the decoder alone on prompt embeddings (vLLM). ``scratch``: where to write one if

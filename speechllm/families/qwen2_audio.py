@@ -1,108 +1,35 @@
-"""Family ``qwen2_audio``: Qwen2AudioForConditionalGeneration and its processor.
+"""Family ``qwen2_audio``: Qwen2AudioForConditionalGeneration and its processor (Qwen2-Audio-7B and -Instruct).
 
-Model dir: ``speechllm.json`` + ``hf/`` (the HF model dir: config, weights, tokenizer with the
-audio tokens, WhisperFeatureExtractor) + ``provenance.json``. Prompts put ``{audio}`` where the
-processor's ``<|AUDIO|>`` token goes; the processor expands it to one token per audio frame and
-HF's own merge code splices the audio features in. We capture the merged embeddings at the
-entrance of the language model, so generation, surgery and analysis stay family-agnostic.
-Other HF audio LLMs with ``model.language_model.layers`` (Voxtral, Granite Speech) fit the same adapter.
+Model dir: ``speechllm.json`` + ``hf/`` (the HF model dir: config, weights under the published names,
+tokenizer with the audio tokens, WhisperFeatureExtractor) + ``provenance.json``. Prompts put ``{audio}``
+where the processor's ``<|AUDIO|>`` token goes; the processor expands it to one token per audio frame
+(ceil of the real mel frames / 4: transformers' processing_qwen2_audio.py) and the HF model's own merge
+splices the audio features in (speechllm.families.hf_audio).
+
+Published weight names (Qwen/Qwen2-Audio-7B and -Instruct, model.safetensors.index.json; the same as
+transformers' conversion_mapping.py ``qwen2_audio`` entry reads): ``audio_tower.*``,
+``multi_modal_projector.linear.*``, ``language_model.model.*`` (embed_tokens, layers, norm),
+``language_model.lm_head.weight``.
+
+    slimspeech import qwen2-audio --hf Qwen2-Audio-7B-Instruct/ --out models/qwen2-audio  (speechllm.importers)
 """
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
+from .hf_audio import HFAudioSpeechLLM, HFAudioTable
 
-import numpy as np
-import torch
-from transformers import AutoModelForCausalLM, AutoProcessor, Qwen2AudioForConditionalGeneration
+QWEN2_AUDIO = HFAudioTable(
+    family="qwen2_audio",
+    model_class="Qwen2AudioForConditionalGeneration",
+    language_model="model.language_model",
+    lm_head="lm_head",
+    encoder="model.audio_tower",
+    projector=("model.multi_modal_projector",),
+    published=(("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+               ("model.audio_tower.", "audio_tower."), ("model.multi_modal_projector.", "multi_modal_projector.")),
+    model_inputs=("input_ids", "attention_mask", "input_features", "feature_attention_mask"),
+)
 
-from ..modeldir import FORMAT_VERSION, PROVENANCE_FILE, SPEC_FILE, atomic_dir, read_provenance, write_json
-from .base import SpeechLLM
 
-
-class _Captured(Exception):
-    def __init__(self, embeds):
-        self.embeds = embeds
-
-
-class Qwen2AudioSpeechLLM(SpeechLLM):
-    family = "qwen2_audio"
-    projector_prefixes = ("model.model.multi_modal_projector",)
-    decoder_prefixes = ("model.model.language_model",)
-
-    def __init__(self, spec: dict, processor, model: Qwen2AudioForConditionalGeneration):
-        super().__init__(spec, processor.tokenizer)
-        self.processor = processor
-        self.model = model
-
-    @property
-    def lm(self):
-        return self.model
-
-    def decoder_stack(self):
-        return self.model.model.language_model
-
-    def text_config(self):
-        return self.model.config.text_config
-
-    def embed_prompts(self, tasks, wavs):
-        texts = []
-        for task in tasks:
-            before, after = self.prompts.render(task)
-            texts.append(before + self.processor.audio_token + after)
-        proc = self.processor(text=texts, audio=[np.asarray(w, dtype=np.float32) for w in wavs],
-                              sampling_rate=self.processor.feature_extractor.sampling_rate,
-                              return_tensors="pt", padding=True)
-
-        # HF's Qwen2AudioModel.forward encodes the audio, merges it into the token embeddings and only
-        # then calls the language model: the merged (B, T, D) inputs_embeds exist nowhere else. A
-        # pre-hook on the language model sees them and raises, which stops forward right there, so
-        # the decoder layers never run (no wasted compute) and no HF merge code is copied here.
-        def grab(_module, _args, kwargs):
-            raise _Captured(kwargs["inputs_embeds"])
-
-        hook = self.model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            self.model.model(input_ids=proc["input_ids"].to(self.device),
-                             attention_mask=proc["attention_mask"].to(self.device),
-                             input_features=proc["input_features"].to(self.device, self.dtype),
-                             feature_attention_mask=proc["feature_attention_mask"].to(self.device))
-            raise RuntimeError("Qwen2Audio language model was not called")
-        except _Captured as c:
-            embeds = c.embeds
-        finally:
-            hook.remove()
-        mask = proc["attention_mask"].bool()
-        return [embeds[i][mask[i].to(embeds.device)] for i in range(len(tasks))], {}
-
-    def save(self, path, provenance: dict | None = None) -> Path:
-        if provenance is not None:
-            self.provenance = provenance
-        with atomic_dir(path) as tmp:
-            write_json(tmp / SPEC_FILE, {**self.spec, "format_version": FORMAT_VERSION, "family": self.family})
-            self.model.save_pretrained(tmp / "hf")
-            self.processor.save_pretrained(tmp / "hf")
-            write_json(tmp / PROVENANCE_FILE, self.provenance)
-        return Path(path)
-
-    def text_decoder_dir(self, model_dir: Path, scratch: Path) -> Path:
-        """The language model (pruned or not) as a Qwen2ForCausalLM dir under ``scratch``."""
-        text = copy.deepcopy(self.text_config())
-        text.architectures = ["Qwen2ForCausalLM"]
-        lm = AutoModelForCausalLM.from_config(text, dtype=self.dtype)
-        lm.model.load_state_dict(self.decoder_stack().state_dict())
-        lm.lm_head.load_state_dict(self.model.lm_head.state_dict())
-        dest = Path(scratch) / "decoder"
-        with atomic_dir(dest) as tmp:
-            lm.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
-        return dest
-
-    @classmethod
-    def load(cls, path: Path, spec: dict, dtype=torch.float32) -> "Qwen2AudioSpeechLLM":
-        processor = AutoProcessor.from_pretrained(path / "hf")
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(path / "hf", dtype=dtype)
-        out = cls(spec, processor, model)
-        out.provenance = read_provenance(path)
-        return out
+class Qwen2AudioSpeechLLM(HFAudioSpeechLLM):
+    table = QWEN2_AUDIO

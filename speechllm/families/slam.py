@@ -110,6 +110,9 @@ class SlamSpeechLLM(SpeechLLM):
             write_json(tmp / PROVENANCE_FILE, self.provenance)
         return Path(path)
 
+    def saved_decoder(self) -> tuple[str, str]:
+        return "decoder", "model.layers."
+
     def text_decoder_dir(self, model_dir: Path, scratch: Path) -> Path:
         return Path(model_dir) / "decoder"  # the model dir's own decoder/
 

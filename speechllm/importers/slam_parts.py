@@ -50,20 +50,19 @@ ceil(frames / k) audio tokens (speechllm.encoder, "hf_whisper").
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
 import re
 import shlex
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from ..errors import SlimError
-from . import AdapterMismatchError, ShapeMismatchError, SourceError
+from ..provenance import Provenance, source_record
+from . import AdapterMismatchError, ShapeMismatchError, SourceError, add_shared_options
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +155,23 @@ class WhisperSource:
     preprocessor: dict
 
 
-def read_whisper(path: Path) -> WhisperSource:
-    path = _need_dir(Path(path), "--encoder", "a Hugging Face Whisper dir")
-    cfg = _read_json(_need_file(path / "config.json", "--encoder", "a Whisper config.json"), "--encoder")
-    if cfg.get("model_type") != "whisper":
+def read_config_dir(path, flag: str, what: str, accepts, takes: str) -> tuple[Path, dict]:
+    """A source dir and its config.json (``what``: "a Hugging Face Whisper dir"); SourceError "unknown
+    architecture: <config.json> has model_type ... (architectures)<takes>" unless ``accepts(config)``."""
+    path = _need_dir(Path(path), flag, what)
+    cfg = _read_json(_need_file(path / "config.json", flag, f"the config.json of {what}"), flag)
+    if not accepts(cfg):
         raise SourceError(f"unknown architecture: {path / 'config.json'} has model_type {cfg.get('model_type')!r} "
-                          f"({', '.join(cfg.get('architectures') or []) or 'no architectures'}); --encoder takes a "
-                          "Hugging Face Whisper dir (model_type whisper)", param="encoder")
+                          f"({', '.join(cfg.get('architectures') or []) or 'no architectures'})"
+                          f"{takes(cfg) if callable(takes) else takes}",
+                          param=flag.lstrip("-"))
+    return path, cfg
+
+
+def read_whisper(path: Path) -> WhisperSource:
+    path, cfg = read_config_dir(path, "--encoder", "a Hugging Face Whisper dir",
+                                lambda c: c.get("model_type") == "whisper",
+                                "; --encoder takes a Hugging Face Whisper dir (model_type whisper)")
     _need_one(path, WEIGHT_FILES, "--encoder", "weights")
     pre = _read_json(_need_file(path / "preprocessor_config.json", "--encoder",
                                 "the Whisper feature extractor's preprocessor_config.json"), "--encoder")
@@ -190,15 +199,13 @@ def read_llm(path: Path) -> LLMSource:
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    path = _need_dir(Path(path), "--llm", "a Hugging Face causal-LM dir")
-    raw = _read_json(_need_file(path / "config.json", "--llm", "the LLM's config.json"), "--llm")
-    model_type = raw.get("model_type")
     # Whisper and T5 have causal-LM classes too (their decoders): an encoder-decoder is never a SLAM-LLM LLM
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or raw.get("is_encoder_decoder"):
-        raise SourceError(f"unknown architecture: {path / 'config.json'} has model_type {model_type!r} "
-                          f"({', '.join(raw.get('architectures') or []) or 'no architectures'}), which is not a "
-                          "decoder-only causal LM transformers knows (SLAM-LLM uses Vicuna/Llama, Qwen, ...)",
-                          param="llm")
+    path, raw = read_config_dir(path, "--llm", "a Hugging Face causal-LM dir",
+                                lambda c: c.get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+                                and not c.get("is_encoder_decoder"),
+                                ", which is not a decoder-only causal LM transformers knows (SLAM-LLM uses "
+                                "Vicuna/Llama, Qwen, ...)")
+    model_type = raw.get("model_type")
     _need_one(path, WEIGHT_FILES, "--llm", "weights")
     _need_one(path, TOKENIZER_FILES, "--llm", "tokenizer")
     config = AutoConfig.from_pretrained(path)
@@ -370,33 +377,6 @@ def merge_lora(llm_model: torch.nn.Module, adapter: AdapterSource) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# provenance
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def source_record(path: Path) -> dict:
-    """{"path", "sha256"} of a file; of a dir also {"files": {relative path: sha256}}, its sha256 being that of
-    the sorted ``relative-path  sha256`` lines (hidden files and folders, e.g. a hub cache's, left out)."""
-    path = Path(path).resolve()
-    if path.is_file():
-        return {"path": str(path), "sha256": sha256_file(path)}
-    files = {}
-    for f in sorted(path.rglob("*")):
-        rel = f.relative_to(path)
-        if f.is_file() and not any(part.startswith(".") for part in rel.parts):
-            files[rel.as_posix()] = sha256_file(f)
-    digest = hashlib.sha256("".join(f"{k}  {v}\n" for k, v in files.items()).encode()).hexdigest()
-    return {"path": str(path), "sha256": digest, "files": files}
-
-
-# ---------------------------------------------------------------------------------------------
 # prompts and languages
 
 
@@ -534,24 +514,17 @@ def import_slam(encoder, llm, projector, out, *, projector_k: int | None = None,
         sources["lora"] = {**source_record(adapter.path), "merged_modules": merged,
                            **{key: adapter.config.get(key) for key in
                               ("base_model_name_or_path", "r", "lora_alpha", "use_rslora", "target_modules")}}
-    provenance = {
-        "produced_by": "slimspeech import slam",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "sources": sources,
-        "source_format": {
-            "encoder": f"Hugging Face Whisper ({enc_src.layers} layers, d_model {enc_src.d_model}, "
-                       f"{enc_src.n_mels} mel bins), encoder kept",
-            "projector": f"SLAM-LLM EncoderProjectorConcat (encoder_projector=linear), k={k}: "
-                         f"{proj_src.in_dim} -> {proj_src.hidden} -> {proj_src.out_dim}",
-            "llm": f"{llm_src.architecture} ({llm_src.layers} layers, hidden {llm_src.hidden})"
-                   + (f", LoRA merged into {merged} modules" if merged else ""),
-        },
-        "decoder_layers": llm_src.layers,
-        "root_decoder_layers": llm_src.layers,
+    source_format = {
+        "encoder": f"Hugging Face Whisper ({enc_src.layers} layers, d_model {enc_src.d_model}, "
+                   f"{enc_src.n_mels} mel bins), encoder kept",
+        "projector": f"SLAM-LLM EncoderProjectorConcat (encoder_projector=linear), k={k}: "
+                     f"{proj_src.in_dim} -> {proj_src.hidden} -> {proj_src.out_dim}",
+        "llm": f"{llm_src.architecture} ({llm_src.layers} layers, hidden {llm_src.hidden})"
+               + (f", LoRA merged into {merged} modules" if merged else ""),
     }
     model = SlamSpeechLLM(spec, tokenizer, enc, proj, decoder)
-    model.save(out, provenance=provenance)
+    provenance = Provenance.imported("slam", model, command=command, sources=sources, source_format=source_format)
+    model.save(out, provenance=provenance.to_dict())
     log.info("wrote %s", out)
     return Path(out)
 
@@ -571,18 +544,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoder frames per audio token (SLAM-LLM's encoder_projector_ds_rate); "
                         "default: from the shapes")
     p.add_argument("--lora", default=None, metavar="ADAPTER_DIR", help="PEFT LoRA adapter of the LLM, merged in")
-    p.add_argument("--prompt-transcribe", default=None, metavar="TEXT",
-                   help=f"instruction (default {DEFAULT_TRANSCRIBE!r}, inside {SLAM_PROMPT_TEMPLATE!r} after the "
-                        "audio) or a whole template with {audio}")
-    p.add_argument("--prompt-translate", default=None, metavar="TEXT",
-                   help=f"the same for translate (default {DEFAULT_TRANSLATE!r}; {{lang}}, {{lang_name}}: the target)")
-    p.add_argument("--languages", default=None, metavar="CODES",
-                   help="translation targets, e.g. fr,de or xx=Name (default: transcription only)")
-    p.add_argument("--source-language", default="en", help="the spoken language's code (default en)")
-    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
-                   help=f"most tokens generated per clip (default {DEFAULT_MAX_NEW_TOKENS})")
-    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: each part as stored")
-    p.add_argument("--out", required=True, metavar="DIR", help="the model dir to write")
+    add_shared_options(p, transcribe_help=f"instruction (default {DEFAULT_TRANSCRIBE!r}, inside "
+                                          f"{SLAM_PROMPT_TEMPLATE!r} after the audio) or a whole template with "
+                                          "{audio}",
+                       translate_help=f"the same for translate (default {DEFAULT_TRANSLATE!r}; {{lang}}, "
+                                      "{lang_name}: the target)",
+                       max_new_tokens=DEFAULT_MAX_NEW_TOKENS, dtypes=tuple(DTYPES),
+                       dtype_help="auto: each part as stored")
     return p
 
 
@@ -596,6 +564,6 @@ def main(argv: list[str]) -> int:
                       languages=args.languages, source_language=args.source_language,
                       max_new_tokens=args.max_new_tokens, dtype=args.dtype,
                       command="slimspeech import slam " + shlex.join(argv))
-    fmt = json.loads((Path(out) / "provenance.json").read_text())["source_format"]
+    fmt = Provenance.read(out).extra["source_format"]
     print(f"imported SLAM-LLM -> {out}: {fmt['encoder']}; projector {fmt['projector']}; {fmt['llm']}")
     return 0

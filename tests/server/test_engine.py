@@ -17,6 +17,7 @@ from server.settings import Settings
 from speechllm.generate import transcribe
 from speechllm.modeldir import load_model
 from speechllm.tasks import Task
+from tests.conftest import engine_batches_like_one_by_one
 
 TASKS = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")]
 
@@ -169,17 +170,4 @@ def test_qwen2_audio_family_batches_like_one_by_one(tmp_path, noise_wavs):
     from speechllm.builders import tiny_qwen2_audio
 
     path = tiny_qwen2_audio().save(tmp_path / "qwen2-audio")
-    clips = [w[:16000] for w in noise_wavs]  # within its 2 s window
-
-    async def run():
-        engine = TorchEngine(Settings(models={"q": str(path)}, max_batch_size=8, max_wait_ms=200), {"q": path})
-        await engine.start()
-        handles = [engine.submit(EngineRequest("q", TASKS[i % 3], c)) for i, c in enumerate(clips)]
-        results = [await h.result() for h in handles]
-        await engine.stop()
-        return results
-
-    results = asyncio.run(run())
-    model = load_model(path)
-    assert [r.text for r in results] == [transcribe(model, [c], [TASKS[i % 3]])[0] for i, c in enumerate(clips)]
-    assert max(r.batch_size for r in results) > 1
+    engine_batches_like_one_by_one(path, [w[:16000] for w in noise_wavs], TASKS)  # within its 2 s window

@@ -11,8 +11,6 @@ import hashlib
 import json
 import math
 import shutil
-import subprocess
-import sys
 
 import pytest
 import soundfile as sf
@@ -28,8 +26,10 @@ from speechllm.generate import greedy_generate, transcribe
 from speechllm.importers import import_slam
 from speechllm.importers.slam_parts import merge_lora, parse_languages, prompt_template, read_adapter
 from speechllm.modeldir import load_model
+from speechllm.provenance import Provenance
 from speechllm.surgery import remove_decoder_layers, skip_layers
 from speechllm.tasks import Task
+from tests.conftest import assert_refused, run_slimspeech
 
 K = 5  # the replica's frames per audio token (SLAM-LLM's default encoder_projector_ds_rate)
 TASKS = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")]
@@ -42,14 +42,12 @@ def sources(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli_import(sources, tmp_path_factory):
-    """The real console command, once: the replica with its LoRA and two translation targets."""
+    """The verb, once: the replica with its LoRA and two translation targets (in-process; the console script runs
+    in tests/test_bring_your_own.py)."""
     out = tmp_path_factory.mktemp("imported") / "slam-asr"
-    proc = subprocess.run([sys.executable, "-m", "speechllm.cli", "import", "slam",
-                           "--encoder", str(sources["encoder"]), "--llm", str(sources["llm"]),
-                           "--projector", str(sources["projector"]), "--lora", str(sources["lora"]),
-                           "--languages", "fr,de", "--max-new-tokens", "8",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
-    return proc, out
+    return run_slimspeech("import", "slam", "--encoder", sources["encoder"], "--llm", sources["llm"],
+                          "--projector", sources["projector"], "--lora", sources["lora"], "--languages", "fr,de",
+                          "--max-new-tokens", "8", "--out", out), out
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +70,12 @@ def test_cli_import_writes_a_self_describing_model_dir(cli_import, sources):
     assert spec["features"]["n_mels"] == 80 and spec["max_audio_seconds"] == 30.0
     assert spec["prompts"]["transcribe"] == "{audio}USER: Transcribe speech to text. \n ASSISTANT:"
     assert spec["languages"] == {"fr": "French", "de": "German"}
-    prov = json.loads((out / "provenance.json").read_text())
-    assert prov["produced_by"] == "slimspeech import slam" and prov["decoder_layers"] == 4
-    assert prov["command"].startswith("slimspeech import slam --encoder ") and "--lora" in prov["command"]
-    src = prov["sources"]
+    prov = Provenance.read(out)
+    assert prov.produced_by == "slimspeech import slam" and prov.decoder_layers == prov.root_decoder_layers == 4
+    assert prov.parent is None and prov.removed_layers == [] and prov.fingerprint and prov.parameters
+    command = prov.extra["command"]
+    assert command.startswith("slimspeech import slam --encoder ") and "--lora" in command
+    src = prov.extra["sources"]
     assert src["projector"]["sha256"] == hashlib.sha256(sources["projector"].read_bytes()).hexdigest()
     assert src["llm"]["files"]["model.safetensors"] == \
         hashlib.sha256((sources["llm"] / "model.safetensors").read_bytes()).hexdigest()
@@ -303,13 +303,7 @@ def _refusal(case, sources, tmp_path):
                                   "projector_input_vs_encoder", "lora_for_another_base"])
 def test_refusals_are_one_clear_line(case, sources, tmp_path, capsys):
     argv, want = _refusal(case, sources, tmp_path)
-    out = tmp_path / "out"
-    rc = cli.main(["import", "slam", *argv, "--out", str(out)])
-    captured = capsys.readouterr()
-    assert rc == 2 and captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], captured.err
-    assert not out.exists()
+    assert_refused(capsys, ["import", "slam", *argv, "--out", tmp_path / "out"], want, tmp_path / "out")
 
 
 def test_out_must_be_new_or_a_model_dir(sources, tmp_path):

@@ -160,18 +160,26 @@ def test_fingerprint_survives_double_rounding():
 
 # ---- one module reads and writes provenance -------------------------------------------------------
 
-#: the importers and inspect, work in progress, still build provenance dicts by hand; once they go through
-#: speechllm.provenance, drop them here
-PENDING = ("speechllm/importers/", "speechllm/inspect.py")
-
-
 def test_provenance_keys_only_in_the_provenance_module():
     key = re.compile(r"""["'](kept_layers|produced_by)["']""")
     offenders = []
     for package in ("speechllm", "prune_tools"):
         for path in sorted((ROOT / package).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
-            if rel == "speechllm/provenance.py" or rel.startswith(PENDING):
+            if rel == "speechllm/provenance.py":
                 continue
             offenders += [f"{rel}:{n}" for n, line in enumerate(path.read_text().splitlines(), 1) if key.search(line)]
     assert not offenders, offenders
+
+
+def test_an_imports_sources_describe_the_root_and_stay():
+    """prune replaces ``extra`` (a training recipe describes the parent only) but keeps an import's sources."""
+    sources = {"hf": {"path": "/models/Qwen2-Audio-7B", "sha256": "ab" * 32}}
+    prov = Provenance(produced_by="slimspeech import qwen2-audio",
+                      extra={"command": "slimspeech import ...", "sources": sources, "source_format": {"hf": "x"},
+                             "recipe": {"steps": 3}})
+    kept = prov.root_extra()
+    assert kept == {"sources": sources, "source_format": {"hf": "x"}}
+    kept["sources"]["hf"]["path"] = "changed"
+    assert prov.extra["sources"]["hf"]["path"] == "/models/Qwen2-Audio-7B"  # a copy
+    assert Provenance(extra={"recipe": {}}).root_extra() == {}
