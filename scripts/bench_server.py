@@ -11,7 +11,8 @@ model, device and threads; one after another):
   * one request: in-process ``speechllm.generate.transcribe`` (HF generate, no server), in-process
     ``greedy_decode`` (the engine's row-batching loop, no server), and over HTTP for each server,
     with the server's own split of that time (from /metrics: queue, encoder, decode, the rest);
-  * closed-loop throughput (requests/s, p50/p95 latency) at 1, 8 and 32 concurrent clients;
+  * closed-loop throughput (requests/s, p50/p95 latency) at 1, 8 and 32 concurrent clients, the servers
+    in turn, in ``--load-rounds`` rounds;
   * open-loop Poisson arrivals at 80% of the static batcher's capacity (its req/s at the highest
     concurrency), the same arrival times for both torch schedulers: p50 / p99 latency;
   * then one table of the goals' ratios (docs/performance.md records a run).
@@ -34,6 +35,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -101,12 +103,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], url: str) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(cmd: list[str], url: str, log: Path) -> subprocess.Popen:
+    """Start a server (its output into ``log``) and wait until it is ready."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"error: server exited with {proc.returncode}: {' '.join(cmd)}")
+            raise SystemExit(f"error: server exited with {proc.returncode}: {' '.join(cmd)} (its output: {log})")
         try:
             if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                 return proc
@@ -130,13 +134,30 @@ def _post(client, url: str, audio: bytes):
     return client.post(f"{url}/v1/audio/transcriptions", files={"file": ("clip.wav", audio)}, data={"model": "bench"})
 
 
+#: transport errors retried (a keep-alive connection the server closed as the client reused it: the request
+#: never reached the application); how many, per server URL, is printed with the results
+RETRIED: Counter = Counter()
+RETRYABLE = (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError, httpx.WriteError)
+
+
+async def _apost(client, url: str, audio: bytes):
+    """``_post`` with up to two retries on a stale connection; the retry's time counts in the latency."""
+    for attempt in range(3):
+        try:
+            return await _post(client, url, audio)
+        except RETRYABLE:
+            if attempt == 2:
+                raise
+            RETRIED[url] += 1
+
+
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
 async def load(url: str, audio: bytes, concurrency: int, requests: int) -> dict:
-    """Closed loop: ``requests`` transcriptions by ``concurrency`` clients; -> req/s and latency percentiles."""
+    """Closed loop: ``requests`` transcriptions by ``concurrency`` clients; -> each latency (s) and the wall time."""
     latencies: list[float] = []
     todo = iter(range(requests))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -144,13 +165,20 @@ async def load(url: str, audio: bytes, concurrency: int, requests: int) -> dict:
         async def worker():
             for _ in todo:
                 t = time.perf_counter()
-                (await _post(client, url, audio)).raise_for_status()
+                (await _apost(client, url, audio)).raise_for_status()
                 latencies.append(time.perf_counter() - t)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return {"rps": requests / wall, "p50": 1000 * statistics.median(latencies), "p95": 1000 * percentile(latencies, 0.95)}
+    return {"latencies": latencies, "wall": wall}
+
+
+def pool_closed_loop(parts: list[dict]) -> dict:
+    """Rounds of one level pooled: req/s over their summed wall time, latency percentiles over all requests."""
+    lat = [x for p in parts for x in p["latencies"]]
+    return {"rps": len(lat) / sum(p["wall"] for p in parts), "p50": 1000 * statistics.median(lat),
+            "p95": 1000 * percentile(lat, 0.95)}
 
 
 def poisson_arrivals(rate: float, n: int, seed: int = 0) -> list[float]:
@@ -168,7 +196,7 @@ async def open_loop(url: str, audio: bytes, arrivals: list[float]) -> dict:
 
         async def one(at: float):
             await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
-            (await _post(client, url, audio)).raise_for_status()
+            (await _apost(client, url, audio)).raise_for_status()
             latencies.append(time.perf_counter() - (t0 + at))
 
         await asyncio.gather(*(one(at) for at in arrivals))
@@ -415,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audio", default=None, help="clip to send (default: a synthetic voiced clip)")
     p.add_argument("--seconds", type=float, default=3.0, help="length of the synthetic clip")
     p.add_argument("--concurrency", default="1,8,32")
-    p.add_argument("--requests", type=int, default=32, help="requests per level (at least 4 per client)")
+    p.add_argument("--requests", type=int, default=32,
+                   help="requests per level and round (at least 4 per client)")
+    p.add_argument("--load-rounds", type=int, default=2,
+                   help="rounds of each closed-loop level (servers in turn, so drift hits all alike)")
     p.add_argument("--rounds", type=int, default=4, help="rounds of the one-request phase (all paths in turn)")
     p.add_argument("--one", type=int, default=5, help="requests per path per round of the one-request phase")
     p.add_argument("--poisson-requests", type=int, default=300, help="requests of the open-loop Poisson run")
@@ -470,21 +501,31 @@ def main(argv: list[str] | None = None) -> int:
     # rounds, so that a shared machine's drift lands on all of them alike rather than on whichever ran last.
     procs: dict[str, subprocess.Popen] = {}
     urls: dict[str, str] = {}
+    logs = Path(tempfile.mkdtemp(prefix="bench_server-"))
+    print(f"[bench] server logs in {logs}", file=sys.stderr, flush=True)
     try:
         for label, cmd in servers.items():
             print(f"[bench] starting {label}", file=sys.stderr, flush=True)
             port = free_port()
             urls[label] = f"http://127.0.0.1:{port}"
-            procs[label] = start([a.replace("{port}", str(port)) for a in cmd], urls[label])
+            procs[label] = start([a.replace("{port}", str(port)) for a in cmd], urls[label],
+                                 logs / f"{label.split(' (')[0].replace(' ', '-')}.log")
             sequential_times(urls[label], audio, 0, warmup=3)
         one, split, spy = measure_one(args, inproc, procs, urls, audio, profile_dir)
         rows: dict[str, dict[int, dict]] = {label: {} for label in servers}
         for c in levels:
-            for label, url in urls.items():
-                print(f"[bench] {c} concurrent: {label}", file=sys.stderr, flush=True)
-                raw = profile_dir / f"concurrency-{c}.txt" if profile_dir and label == CONTINUOUS and c == hi else None
-                with PySpy(procs[label].pid, raw):
-                    rows[label][c] = asyncio.run(load(url, audio, c, max(args.requests, 4 * c)))
+            parts: dict[str, list[dict]] = {label: [] for label in urls}
+            n = max(args.requests, 4 * c)
+            for r in range(args.load_rounds):  # servers in turn, the order reversed every other round
+                for label in (list(urls) if r % 2 == 0 else list(urls)[::-1]):
+                    print(f"[bench] {c} concurrent, round {r + 1} of {args.load_rounds}: {label}", file=sys.stderr,
+                          flush=True)
+                    raw = profile_dir / f"concurrency-{c}.txt" if profile_dir and label == CONTINUOUS and c == hi \
+                        and r == 0 else None
+                    with PySpy(procs[label].pid, raw):
+                        parts[label].append(asyncio.run(load(urls[label], audio, c, n)))
+            for label, done in parts.items():
+                rows[label][c] = pool_closed_loop(done)
         poisson, rate = {}, None
         if STATIC in rows and CONTINUOUS in rows:
             rate = 0.8 * rows[STATIC][hi]["rps"]
@@ -503,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         if profile_dir and (profile_dir / f"{name}.txt").is_file():
             spy[name] = summarize_pyspy(profile_dir / f"{name}.txt")
 
+    args.urls = urls
     report(args, inproc.info, wav, one, split, rows, levels, poisson, rate, stages, spy)
     return 0
 
@@ -555,6 +597,10 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, stages, spy
         for label, share in shares.items():
             print(f"  {100 * share:5.1f}%  {label}")
 
+    if RETRIED:
+        print()
+        print("requests resent after a stale keep-alive connection (counted in their latency): "
+              + ", ".join(f"{label} {RETRIED[url]}" for label, url in args.urls.items() if RETRIED[url]))
     print()
     print("goals (continuous scheduler; static for comparison):")
     print(f"  {'':52} {'continuous':>10} {'static':>8} {'target':>8}  met")
