@@ -1,16 +1,25 @@
 """Benchmark the slimspeech server's engines side by side, and against the naive server people write by hand.
 
     .venv/bin/python scripts/bench_server.py                       # the embedded demo model, engine torch
-    .venv/bin/python scripts/bench_server.py --engines torch,vllm  # both engines (needs the vllm extra)
-    .venv/bin/python scripts/bench_server.py --model DIR [--audio clip.wav] [--threads 1] [--device cuda]
+    .venv/bin/python scripts/bench_server.py --audio clip.wav      # a real clip (default: a synthetic one)
+    .venv/bin/python scripts/bench_server.py --engines torch,vllm  # + engine vllm (needs the vllm extra)
+    .venv/bin/python scripts/bench_server.py --profile /tmp/prof   # + where the time goes (py-spy, torch.profiler)
+    .venv/bin/python scripts/bench_server.py --model DIR [--threads 1] [--device cuda]
 
-Prints, for one model and one clip:
-  * latency of one request in-process (``speechllm.generate.transcribe``, no server) and over
-    HTTP through each server, and the difference (HTTP + scheduling overhead);
-  * throughput (requests/s, p50/p95 latency) at 1, 8 and 32 concurrent clients, for
-    ``slimspeech serve --engine E`` for each engine (torch: dynamic batching; vllm: continuous
-    batching), and for a naive FastAPI server that calls ``transcribe`` per request, one at a time.
-Every server runs as its own process on 127.0.0.1 with the same model, device and threads, one after another.
+One run measures, for one model and one clip, every server as its own process on 127.0.0.1 (same
+model, device and threads; one after another):
+  * one request: in-process ``speechllm.generate.transcribe`` (HF generate, no server), in-process
+    ``greedy_decode`` (the engine's row-batching loop, no server), and over HTTP for each server,
+    with the server's own split of that time (from /metrics: queue, encoder, decode, the rest);
+  * closed-loop throughput (requests/s, p50/p95 latency) at 1, 8 and 32 concurrent clients, the servers
+    in turn, in ``--load-rounds`` rounds;
+  * open-loop Poisson arrivals at 80% of the static batcher's capacity (its req/s at the highest
+    concurrency), the same arrival times for both torch schedulers: p50 / p99 latency;
+  * then one table of the goals' ratios (docs/performance.md records a run).
+Servers: ``slimspeech serve --engine torch --scheduler continuous`` (iteration-level batching),
+``--scheduler static`` (the dynamic batcher: a batch runs to its end), ``--engine vllm`` when
+asked, and a naive FastAPI server that calls ``transcribe`` per request, one at a time.
+Ratios within one run are the result: these machines are shared and noisy, absolute numbers drift.
 """
 
 from __future__ import annotations
@@ -18,20 +27,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
+import re
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import numpy as np
 import soundfile as sf
-from fastapi import FastAPI, File, Form, UploadFile  # module level: the naive app's annotations resolve here
+from fastapi import (  # module level: the naive app's annotations resolve here
+    FastAPI,
+    File,
+    Form,
+    UploadFile,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+CONTINUOUS, STATIC, NAIVE = "torch continuous", "torch static", "naive (1 at a time)"
+#: the goals of the continuous scheduler: (label, target, higher is better)
+GOALS = {
+    "http": ("one request: HTTP / in-process transcribe()", 1.10, False),
+    "scale": ("req/s at {hi} concurrent / at 1", 8.0, True),
+    "naive_hi": ("req/s vs naive server at {hi} concurrent", 6.0, True),
+    "naive_1": ("req/s vs naive server at 1 concurrent", 1.0, True),
+    "p99": ("p99, Poisson at 80% of static capacity: / static", 0.70, False),
+}
 
 
 # ---- the naive baseline: one request at a time ----------------------------------------------
@@ -66,19 +96,21 @@ def serve_naive(args) -> int:
     return 0
 
 
-# ---- load generation ---------------------------------------------------------------------------
+# ---- servers -----------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], url: str) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(cmd: list[str], url: str, log: Path) -> subprocess.Popen:
+    """Start a server (its output into ``log``) and wait until it is ready."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"error: server exited with {proc.returncode}: {' '.join(cmd)}")
+            raise SystemExit(f"error: server exited with {proc.returncode}: {' '.join(cmd)} (its output: {log})")
         try:
             if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                 return proc
@@ -97,8 +129,35 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+# ---- load generation ---------------------------------------------------------------------------
+def _post(client, url: str, audio: bytes):
+    return client.post(f"{url}/v1/audio/transcriptions", files={"file": ("clip.wav", audio)}, data={"model": "bench"})
+
+
+#: transport errors retried (a keep-alive connection the server closed as the client reused it: the request
+#: never reached the application); how many, per server URL, is printed with the results
+RETRIED: Counter = Counter()
+RETRYABLE = (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError, httpx.WriteError)
+
+
+async def _apost(client, url: str, audio: bytes):
+    """``_post`` with up to two retries on a stale connection; the retry's time counts in the latency."""
+    for attempt in range(3):
+        try:
+            return await _post(client, url, audio)
+        except RETRYABLE:
+            if attempt == 2:
+                raise
+            RETRIED[url] += 1
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
 async def load(url: str, audio: bytes, concurrency: int, requests: int) -> dict:
-    """``requests`` transcriptions by ``concurrency`` clients; -> req/s and latency percentiles."""
+    """Closed loop: ``requests`` transcriptions by ``concurrency`` clients; -> each latency (s) and the wall time."""
     latencies: list[float] = []
     todo = iter(range(requests))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -106,48 +165,103 @@ async def load(url: str, audio: bytes, concurrency: int, requests: int) -> dict:
         async def worker():
             for _ in todo:
                 t = time.perf_counter()
-                r = await client.post(f"{url}/v1/audio/transcriptions", files={"file": ("clip.wav", audio)},
-                                      data={"model": "bench"})
-                r.raise_for_status()
+                (await _apost(client, url, audio)).raise_for_status()
                 latencies.append(time.perf_counter() - t)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    latencies.sort()
-    return {"rps": requests / wall, "p50": 1000 * statistics.median(latencies),
-            "p95": 1000 * latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]}
+    return {"latencies": latencies, "wall": wall}
 
 
-def sequential_latency(url: str, audio: bytes, n: int) -> float:
+def pool_closed_loop(parts: list[dict]) -> dict:
+    """Rounds of one level pooled: req/s over their summed wall time, latency percentiles over all requests."""
+    lat = [x for p in parts for x in p["latencies"]]
+    return {"rps": len(lat) / sum(p["wall"] for p in parts), "p50": 1000 * statistics.median(lat),
+            "p95": 1000 * percentile(lat, 0.95)}
+
+
+def poisson_arrivals(rate: float, n: int, seed: int = 0) -> list[float]:
+    """Send times (s from the start) of an open-loop Poisson process of ``rate`` requests/s."""
+    return list(np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate, n)))
+
+
+async def open_loop(url: str, audio: bytes, arrivals: list[float]) -> dict:
+    """Each request is sent at its arrival time whatever the server's state (open loop); its latency
+    counts from that time, so a client that falls behind still charges the wait to the server."""
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        t0 = time.perf_counter()
+
+        async def one(at: float):
+            await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
+            (await _apost(client, url, audio)).raise_for_status()
+            latencies.append(time.perf_counter() - (t0 + at))
+
+        await asyncio.gather(*(one(at) for at in arrivals))
+        wall = time.perf_counter() - t0
+    return {"latencies": latencies, "wall": wall}
+
+
+def sequential_times(url: str, audio: bytes, n: int, warmup: int = 0) -> list[float]:
+    """Seconds of each of ``n`` requests sent one after another (after ``warmup`` unmeasured ones)."""
     with httpx.Client(timeout=600) as client:
+        for _ in range(warmup):  # connection, first-call allocations
+            _post(client, url, audio).raise_for_status()
         times = []
         for _ in range(n):
             t = time.perf_counter()
-            client.post(f"{url}/v1/audio/transcriptions", files={"file": ("clip.wav", audio)},
-                        data={"model": "bench"}).raise_for_status()
+            _post(client, url, audio).raise_for_status()
             times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    return times
 
 
-def in_process_latency(model_dir: str, wav: np.ndarray, n: int, device: str, threads: int | None) -> tuple:
-    import torch
+def histogram_sums(url: str) -> Counter:
+    """(metric, "sum" | "count") -> total over the model's series, from the server's /metrics."""
+    sums: Counter = Counter()
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return sums
+    for kind in ("sum", "count"):
+        for name, value in re.findall(rf'^slimspeech_(\w+?)_{kind}\{{[^}}]*model="bench"[^}}]*\}} (\S+)$', text, re.MULTILINE):
+            sums[(name, kind)] += float(value)
+    return sums
 
-    from speechllm.generate import transcribe
-    from speechllm.modeldir import load_model
 
-    if threads:
-        torch.set_num_threads(threads)
-    model = load_model(model_dir, device=device)
-    transcribe(model, [wav])  # warm-up
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        transcribe(model, [wav])
-        times.append(time.perf_counter() - t)
-    info = f"{model.family}, {model.num_decoder_layers} decoder layers, {model.num_parameters() / 1e6:.2f} M parameters"
-    del model
-    return 1000 * statistics.median(times), info
+# ---- in-process ----------------------------------------------------------------------------------
+class InProcess:
+    """The model in this process: seconds of one clip through ``transcribe`` (HF generate) or through
+    ``greedy_decode`` (the engine's row batcher), no server."""
+
+    def __init__(self, model_dir: str, wav: np.ndarray, device: str, threads: int | None):
+        import torch
+
+        from speechllm.generate import decode, greedy_decode, transcribe
+        from speechllm.modeldir import load_model
+        from speechllm.tasks import Task
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = model = load_model(model_dir, device=device)
+
+        def rows():
+            prompts, _ = model.embed_prompts(model.resolve_tasks([Task()]), [wav])
+            return decode(model, greedy_decode(model, prompts)[0])
+
+        self.fns = {"transcribe": lambda: transcribe(model, [wav])[0], "rows": rows}
+        self.text = {k: fn() for k, fn in self.fns.items()}  # warm-up
+        self.info = (f"{model.family}, {model.num_decoder_layers} decoder layers, {model.num_parameters() / 1e6:.2f} M "
+                     f"parameters; the clip decodes to {self.text['transcribe']!r}")
+
+    def times(self, kind: str, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            self.fns[kind]()
+            out.append(time.perf_counter() - t)
+        return out
 
 
 def test_clip(path: str | None, seconds: float) -> tuple[np.ndarray, bytes]:
@@ -167,19 +281,184 @@ def test_clip(path: str | None, seconds: float) -> tuple[np.ndarray, bytes]:
     return wav, buf.getvalue()
 
 
+# ---- profiling ------------------------------------------------------------------------------------
+#: py-spy frame -> category: a sampled stack goes to the category of its innermost frame that matches a
+#: rule (rules in order within one frame), so time in HF modules or torch counts for our caller
+PROFILE_RULES = [
+    ("upload decoding (probe + load_audio)", ("load_audio (", "probe_audio (")),
+    ("features (log-mel)", ("speechllm/audio.py",)),
+    ("encoder + projector", ("speechllm/encoder.py", "speechllm/projector.py", "embed_features (", "embed_prompts (")),
+    ("decoder prefill", ("add (speechllm/generate.py",)),
+    ("decoder steps", ("step (speechllm/generate.py", "greedy_generate (", "generate (transformers")),
+    ("decode loop bookkeeping (tokens, text, results)", ("server/engines/decode.py", "server/engines/runner.py",
+                                                         "TextDeltas", "decode (speechllm/generate.py")),
+    ("service + formats + metrics", ("server/service.py", "server/formats.py", "server/metrics.py",
+                                     "server/longform.py", "server/routers/", "server/middleware.py",
+                                     "server/admission.py", "prometheus_client")),
+    ("HTTP (uvicorn, h11, starlette, fastapi, multipart)", ("uvicorn", "h11", "starlette", "fastapi", "multipart",
+                                                            "httptools", "anyio", "pydantic")),
+    ("scheduling (scheduler, asyncio, threads)", ("server/engines/scheduler.py", "server/engines/base.py",
+                                                  "server/engines/batched.py", "server/engines/torch_engine.py",
+                                                  "asyncio", "concurrent/futures", "threading.py")),
+]
+#: innermost frames of a thread that waits (py-spy counts some waits in C as running, e.g. here in a VM)
+IDLE_LEAVES = ("Condition.wait", "Event.wait", "Queue.get", "_worker", "Runner.run", "run_forever", "_run_once",
+               "select", "main_loop", "sleep")
+
+
+def categorize(stack: str) -> str | None:
+    """The category of one sampled stack (outermost frame first), or None when the thread was waiting."""
+    frames = stack.split(";")
+    if frames[-1].split(" (")[0] in IDLE_LEAVES:
+        return None
+    for frame in reversed(frames):
+        for label, patterns in PROFILE_RULES:
+            if any(p in frame for p in patterns):
+                return label
+    return "other (interpreter, logging, GC)"
+
+
+def summarize_pyspy(path: Path) -> dict[str, float]:
+    """Collapsed py-spy stacks -> share of the sampled (non-idle) CPU time per category."""
+    counts: Counter = Counter()
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if n.isdigit() and (label := categorize(stack)):
+            counts[label] += int(n)
+    total = sum(counts.values()) or 1
+    return {k: v / total for k, v in counts.most_common()}
+
+
+class PySpy:
+    """py-spy attached to a server process while a phase runs (``with PySpy(pid, out):``); off without py-spy."""
+
+    def __init__(self, pid: int, out: Path | None):
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.cmd = None if out is None or not Path(exe).exists() else \
+            [exe, "record", "--format", "raw", "--threads", "-r", "200", "-o", str(out), "-p", str(pid)]
+        self.out, self.proc = out, None
+
+    def __enter__(self):
+        if self.cmd:
+            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # attached before the phase starts
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            self.proc.wait(60)
+
+
+def stage_breakdown(model_dir: str, wav: np.ndarray, device: str, threads: int | None, batch: int) -> dict:
+    """ms of each stage of ``batch`` copies of the clip in-process: features, encoder + projector, prefill,
+    the decode steps; and, from torch.profiler, how much of the decode steps' wall time is inside aten ops
+    (the rest is Python: HF's module calls, mask building, our loop)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from speechllm.generate import GreedyBatch
+    from speechllm.modeldir import load_model
+    from speechllm.tasks import Task
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_model(model_dir, device=device)
+    tasks = model.resolve_tasks([Task()] * batch)
+    wavs = [wav] * batch
+
+    def run(prof=None):
+        t = {}
+        t0 = time.perf_counter()
+        feats, lengths = model.features(wavs)
+        t1 = time.perf_counter()
+        prompts, _ = model.embed_features(tasks, feats, lengths)
+        t2 = time.perf_counter()
+        rows = GreedyBatch(model)
+        tokens, _ = rows.add(prompts)
+        t3 = time.perf_counter()
+        steps = 0
+        while tokens[0] != model.eos_token_id and steps < model.max_new_tokens - 1:
+            tokens, _ = rows.step()
+            steps += 1
+        t4 = time.perf_counter()
+        t.update(features=t1 - t0, encoder=t2 - t1, prefill=t3 - t2, steps=t4 - t3, n_steps=steps)
+        return t
+
+    with torch.inference_mode():
+        run()
+        runs = [run() for _ in range(3)]
+        best = {k: min(r[k] for r in runs) for k in runs[0]}
+        prompts, _ = model.embed_prompts(tasks, wavs)
+        rows = GreedyBatch(model)
+        rows.add(prompts)
+        n = 8
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t = time.perf_counter()
+            for _ in range(n):
+                rows.step()
+            wall = time.perf_counter() - t
+    ops = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6  # aten ops, all threads
+    best["op_share"] = min(1.0, ops / wall)
+    best["step_ms"] = 1000 * wall / n
+    return best
+
+
+def measure_one(args, inproc: InProcess, procs: dict, urls: dict, audio: bytes, profile_dir: Path | None):
+    """One request at a time, ``args.rounds`` rounds of ``args.one`` requests each for in-process and every
+    server in turn; -> median ms per path, the servers' own split (mean ms), py-spy summaries (empty here)."""
+    times: dict[str, list[float]] = {"in-process transcribe": [], "in-process rows": []}
+    spent: dict[str, Counter] = {label: Counter() for label in urls}
+    raw = profile_dir / "one-request.txt" if profile_dir and CONTINUOUS in procs else None
+    with PySpy(procs[CONTINUOUS].pid if raw else 0, raw):
+        for r in range(args.rounds):
+            print(f"[bench] one request, round {r + 1} of {args.rounds}", file=sys.stderr, flush=True)
+            times["in-process transcribe"] += inproc.times("transcribe", args.one)
+            times["in-process rows"] += inproc.times("rows", args.one)
+            for label, url in urls.items():
+                before = histogram_sums(url)
+                took = sequential_times(url, audio, args.one)
+                times.setdefault(label, []).extend(took)
+                after = histogram_sums(url)
+                after.subtract(before)
+                after[("client", "sum")] += sum(took)
+                after[("client", "count")] += len(took)
+                spent[label].update(after)
+    one = {label: 1000 * statistics.median(t) for label, t in times.items()}
+    split = {label: {name: 1000 * c[(name, "sum")] / c[(name, "count")] for name, kind in list(c)
+                     if kind == "count" and c[(name, kind)]} for label, c in spent.items()}
+    return one, split, {}
+
+
+def pool_open_loop(parts: list[dict]) -> dict:
+    lat = [x for p in parts for x in p["latencies"]]
+    return {"rps": sum(len(p["latencies"]) for p in parts) / sum(p["wall"] for p in parts),
+            "p50": 1000 * statistics.median(lat), "p99": 1000 * percentile(lat, 0.99), "max": 1000 * max(lat)}
+
+
+# ---- the run ----------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="model dir (default: the embedded demo model)")
     p.add_argument("--audio", default=None, help="clip to send (default: a synthetic voiced clip)")
-    p.add_argument("--seconds", type=float, default=4.0, help="length of the synthetic clip")
+    p.add_argument("--seconds", type=float, default=3.0, help="length of the synthetic clip")
     p.add_argument("--concurrency", default="1,8,32")
-    p.add_argument("--requests", type=int, default=32, help="requests per level (at least 4 per client)")
+    p.add_argument("--requests", type=int, default=32,
+                   help="requests per level and round (at least 4 per client)")
+    p.add_argument("--load-rounds", type=int, default=2,
+                   help="rounds of each closed-loop level (servers in turn, so drift hits all alike)")
+    p.add_argument("--rounds", type=int, default=4, help="rounds of the one-request phase (all paths in turn)")
+    p.add_argument("--one", type=int, default=5, help="requests per path per round of the one-request phase")
+    p.add_argument("--poisson-requests", type=int, default=300, help="requests of the open-loop Poisson run")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=10.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads in every process")
-    p.add_argument("--engines", default="torch", help="comma-separated server engines to compare (torch,vllm)")
+    p.add_argument("--engines", default="torch", help="comma-separated: torch (both schedulers), vllm")
     p.add_argument("--vllm-args", default="", help="engine vllm: AsyncEngineArgs JSON passed to the server")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="also profile: stage times in-process (torch.profiler) and py-spy stacks of the continuous "
+                        "server at 1 and at the highest concurrency, summarized; raw stacks saved in DIR")
     p.add_argument("--serve-naive", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -195,51 +474,157 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     levels = [int(c) for c in args.concurrency.split(",")]
+    hi = max(levels)
     wav, audio = test_clip(args.audio, args.seconds)
     threads = ["--threads", str(args.threads)] if args.threads else []
+    profile_dir = Path(args.profile) if args.profile else None
+    if profile_dir:
+        profile_dir.mkdir(parents=True, exist_ok=True)
 
-    inproc, info = in_process_latency(args.model, wav, 20, args.device, args.threads)
+    inproc = InProcess(args.model, wav, args.device, args.threads)
+    stages = {b: stage_breakdown(args.model, wav, args.device, args.threads, b) for b in (1, hi)} if profile_dir else {}
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     base = ["--port", "{port}", "--device", args.device, *threads]
-    servers = {}
-    for engine in engines:
-        extra = ["--vllm-args", args.vllm_args] if engine == "vllm" and args.vllm_args else []
-        servers[f"serve --engine {engine}"] = [
-            sys.executable, "-m", "speechllm.cli", "serve", "--model", f"bench={args.model}", "--engine", engine,
-            "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
-            "--log-level", "warning", *base, *extra]
-    naive = "naive (1 at a time)"
-    servers[naive] = [sys.executable, str(Path(__file__).resolve()), "--serve-naive", "--model", args.model, *base]
-    rows: dict[str, dict[int, dict]] = {}
-    one: dict[str, float] = {}
-    for label, cmd in servers.items():
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = start([a.replace("{port}", str(port)) for a in cmd], url)
-        try:
-            one[label] = sequential_latency(url, audio, 20)
-            rows[label] = {c: asyncio.run(load(url, audio, c, max(args.requests, 4 * c))) for c in levels}
-        finally:
-            stop(proc)
+    serve = [sys.executable, "-m", "speechllm.cli", "serve", "--model", f"bench={args.model}",
+             "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
+             "--log-level", "warning", *base]
+    servers: dict[str, list[str]] = {}
+    if "torch" in engines:
+        servers[CONTINUOUS] = [*serve, "--engine", "torch", "--scheduler", "continuous"]
+        servers[STATIC] = [*serve, "--engine", "torch", "--scheduler", "static"]
+    if "vllm" in engines:
+        servers["vllm"] = [*serve, "--engine", "vllm", *(["--vllm-args", args.vllm_args] if args.vllm_args else [])]
+    servers[NAIVE] = [sys.executable, str(Path(__file__).resolve()), "--serve-naive", "--model", args.model, *base]
 
+    # Every server is up at once (idle ones cost no CPU) and each phase measures them in turn, in
+    # rounds, so that a shared machine's drift lands on all of them alike rather than on whichever ran last.
+    procs: dict[str, subprocess.Popen] = {}
+    urls: dict[str, str] = {}
+    logs = Path(tempfile.mkdtemp(prefix="bench_server-"))
+    print(f"[bench] server logs in {logs}", file=sys.stderr, flush=True)
+    try:
+        for label, cmd in servers.items():
+            print(f"[bench] starting {label}", file=sys.stderr, flush=True)
+            port = free_port()
+            urls[label] = f"http://127.0.0.1:{port}"
+            procs[label] = start([a.replace("{port}", str(port)) for a in cmd], urls[label],
+                                 logs / f"{label.split(' (')[0].replace(' ', '-')}.log")
+            sequential_times(urls[label], audio, 0, warmup=3)
+        one, split, spy = measure_one(args, inproc, procs, urls, audio, profile_dir)
+        rows: dict[str, dict[int, dict]] = {label: {} for label in servers}
+        for c in levels:
+            parts: dict[str, list[dict]] = {label: [] for label in urls}
+            n = max(args.requests, 4 * c)
+            for r in range(args.load_rounds):  # servers in turn, the order reversed every other round
+                for label in (list(urls) if r % 2 == 0 else list(urls)[::-1]):
+                    print(f"[bench] {c} concurrent, round {r + 1} of {args.load_rounds}: {label}", file=sys.stderr,
+                          flush=True)
+                    raw = profile_dir / f"concurrency-{c}.txt" if profile_dir and label == CONTINUOUS and c == hi \
+                        and r == 0 else None
+                    with PySpy(procs[label].pid, raw):
+                        parts[label].append(asyncio.run(load(urls[label], audio, c, n)))
+            for label, done in parts.items():
+                rows[label][c] = pool_closed_loop(done)
+        poisson, rate = {}, None
+        if STATIC in rows and CONTINUOUS in rows:
+            rate = 0.8 * rows[STATIC][hi]["rps"]
+            arrivals = poisson_arrivals(rate, args.poisson_requests)
+            half = len(arrivals) // 2
+            parts = {label: [] for label in (STATIC, CONTINUOUS)}
+            for piece in (arrivals[:half], [t - arrivals[half - 1] for t in arrivals[half:]]):  # in turn, twice
+                for label, done in parts.items():
+                    print(f"[bench] Poisson at {rate:.1f} req/s: {label}", file=sys.stderr, flush=True)
+                    done.append(asyncio.run(open_loop(urls[label], audio, piece)))
+            poisson = {label: pool_open_loop(p) for label, p in parts.items()}
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    for name in ("one-request", f"concurrency-{hi}"):
+        if profile_dir and (profile_dir / f"{name}.txt").is_file():
+            spy[name] = summarize_pyspy(profile_dir / f"{name}.txt")
+
+    args.urls = urls
+    report(args, inproc.info, wav, one, split, rows, levels, poisson, rate, stages, spy)
+    return 0
+
+
+def report(args, info, wav, one, split, rows, levels, poisson, rate, stages, spy) -> None:
+    hi = max(levels)
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"model: {args.model} ({info}), device {args.device}, torch threads {args.threads or 'default'}")
     print(f"clip: {len(wav) / 16000:.1f} s; servers: max_batch_size {args.max_batch_size}, "
           f"max_wait_ms {args.max_wait_ms:g}")
     print()
-    print("one request, median of 20:")
-    print(f"  {'in-process transcribe()':28} {inproc:8.1f} ms")
+    ref = one["in-process transcribe"]
+    print(f"one request, median of {args.rounds} x {args.one} per path, paths in turn; the servers' split is a mean:")
     for label, ms in one.items():
-        print(f"  {'HTTP, ' + label:28} {ms:8.1f} ms   overhead {ms - inproc:+.1f} ms")
+        parts = split.get(label, {})
+        detail = ""
+        if "request_duration_seconds" in parts:
+            engine = {k: parts.get(f"{k}_seconds", 0.0) for k in ("queue", "encoder", "decode")}
+            service = parts["request_duration_seconds"] - sum(engine.values())
+            http = parts["client"] - parts["request_duration_seconds"]
+            detail = ("   (" + ", ".join(f"{k} {v:.1f}" for k, v in engine.items())
+                      + f", service {service:.1f}, HTTP {http:.1f} ms)")
+        name = label if label.startswith("in-process") else f"HTTP, {label}"
+        print(f"  {name:32} {ms:8.1f} ms  {ms / ref:5.2f}x{detail}")
     print()
-    print("throughput (req/s) and latency (p50 / p95 ms) by concurrent clients:")
-    print(f"{'concurrency':>11} | " + " | ".join(f"{label:>30}" for label in rows) + " | req/s vs naive")
+    print("closed loop: req/s, p50 / p95 ms, by concurrent clients:")
+    print(f"{'concurrency':>11} | " + " | ".join(f"{label:>26}" for label in rows))
     for c in levels:
-        cells = [f"{r[c]['rps']:8.1f} {r[c]['p50']:9.1f} {r[c]['p95']:9.1f}  " for r in rows.values()]
-        ratios = ", ".join(f"{label.split()[-1]} {rows[label][c]['rps'] / rows[naive][c]['rps']:.2f}x"
-                           for label in rows if label != naive)
-        print(f"{c:>11} | " + " | ".join(f"{cell:>30}" for cell in cells) + f" | {ratios}")
-    return 0
+        cells = [f"{r[c]['rps']:6.1f} {r[c]['p50']:8.1f} {r[c]['p95']:8.1f}" for r in rows.values()]
+        print(f"{c:>11} | " + " | ".join(f"{cell:>26}" for cell in cells))
+    if poisson:
+        print()
+        print(f"open loop: Poisson arrivals at {rate:.1f} req/s (80% of the static batcher's {hi}-client "
+              f"throughput), {args.poisson_requests} requests:")
+        for label, r in poisson.items():
+            print(f"  {label:18} served {r['rps']:6.1f} req/s   p50 {r['p50']:8.1f} ms   p99 {r['p99']:8.1f} ms   "
+                  f"max {r['max']:8.1f} ms")
+    if stages:
+        print()
+        print("in-process stages of one clip (ms, best of 3) and of the decode steps' time inside aten ops:")
+        for b, s in stages.items():
+            print(f"  batch {b:3}: features {1000 * s['features']:7.1f}  encoder+projector {1000 * s['encoder']:7.1f}  "
+                  f"prefill {1000 * s['prefill']:7.1f}  {s['n_steps']} steps {1000 * s['steps']:7.1f} "
+                  f"({s['step_ms']:.2f} ms/step, {100 * s['op_share']:.0f}% in ops, "
+                  f"{100 * (1 - s['op_share']):.0f}% Python)")
+    for name, shares in spy.items():
+        print()
+        print(f"py-spy, {CONTINUOUS} server, {name} (share of sampled CPU time, all threads):")
+        for label, share in shares.items():
+            print(f"  {100 * share:5.1f}%  {label}")
+
+    if RETRIED:
+        print()
+        print("requests resent after a stale keep-alive connection (counted in their latency): "
+              + ", ".join(f"{label} {RETRIED[url]}" for label, url in args.urls.items() if RETRIED[url]))
+    print()
+    print("goals (continuous scheduler; static for comparison):")
+    print(f"  {'':52} {'continuous':>10} {'static':>8} {'target':>8}  met")
+    naive = rows.get(NAIVE, {})
+
+    def ratios(label):
+        r = rows.get(label)
+        if not r:
+            return {}
+        out = {"http": one[label] / ref, "scale": r[hi]["rps"] / r[min(levels)]["rps"]}
+        if naive:
+            out["naive_hi"] = r[hi]["rps"] / naive[hi]["rps"]
+            out["naive_1"] = r[min(levels)]["rps"] / naive[min(levels)]["rps"]
+        if poisson.get(CONTINUOUS) and poisson.get(STATIC):
+            out["p99"] = poisson[label]["p99"] / poisson[STATIC]["p99"]
+        return out
+
+    cont, stat = ratios(CONTINUOUS), ratios(STATIC)
+    for key, (label, target, higher) in GOALS.items():
+        if key not in cont:
+            continue
+        met = cont[key] >= target if higher else cont[key] <= target
+        print(f"  {label.format(hi=hi):52} {cont[key]:9.2f}x {stat.get(key, float('nan')):7.2f}x "
+              f"{('>= ' if higher else '<= ') + f'{target:g}x':>8}  {'yes' if met else 'NO'}")
 
 
 if __name__ == "__main__":

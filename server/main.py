@@ -151,8 +151,11 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--engine": ("engine", str, "torch | vllm (default torch)"),
     "--device": ("device", str, "auto | cpu | cuda | cuda:N (default auto: cuda when available)"),
     "--dtype": ("dtype", str, "auto | float32 | bfloat16 | float16 (default auto)"),
-    "--max-batch-size": ("max_batch_size", int, "most requests decoded together (default 8)"),
-    "--max-wait-ms": ("max_wait_ms", float, "longest wait for a batch to fill (default 10)"),
+    "--scheduler": ("scheduler", str, "engine torch: continuous (join/leave a running decode at each step) | "
+                                      "static (a batch runs to its end) (default continuous)"),
+    "--max-batch-size": ("max_batch_size", int, "most requests decoded together per model (default 8)"),
+    "--max-wait-ms": ("max_wait_ms", float, "static: longest wait for a batch to fill; continuous: longest wait "
+                                            "for a burst on an idle server (default 10)"),
     "--max-queue": ("max_queue", int, "requests in the server at once before 429, a long file counting once "
                                       "(default 256)"),
     "--max-audio-in-flight-seconds": ("max_audio_in_flight_seconds", float,

@@ -63,9 +63,13 @@ class Settings(BaseSettings):
     threads: int | None = Field(None, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    #: most requests decoded together (one model per batch)
+    #: engine torch: ``continuous`` (requests join and leave a running decode at each step) or
+    #: ``static`` (a batch runs to its end while newcomers wait; for comparison)
+    scheduler: Literal["continuous", "static"] = "continuous"
+    #: most requests decoded together per model (continuous: rows in a step; static: a batch)
     max_batch_size: int = Field(8, ge=1, le=1024)
-    #: longest a request waits for others to fill its batch
+    #: static: longest a request waits for others to fill its batch; continuous: the most an idle
+    #: server waits for more of a burst of close arrivals (never for a lone request)
     max_wait_ms: float = Field(10.0, ge=0, le=10_000)
     #: requests in the server at once (uploading, decoding, queued or running; a long file's chunks
     #: count once); beyond it the server answers 429 with Retry-After before reading the upload

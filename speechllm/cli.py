@@ -28,6 +28,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "compare": ("prune_tools.report:main", "one report: size, memory, quality and speed of base vs pruned"),
     "import": ("speechllm.importers:main", "bring a speech LLM trained elsewhere (SLAM-LLM) into a model dir"),
     "inspect": ("speechllm.inspect:main", "a model dir's parts, shapes, parameters, decoder share, prompts, lineage"),
+    "twin": ("speechllm.twins:main", "a model dir with random weights at a published model's shape (Llama-3.2-1B, ...)"),
 }
 
 

@@ -145,7 +145,8 @@ class CTCCompressProjector(_CTCProjector):
         N = int(n.max())
         frames = seg.ge(0).view(-1).nonzero(as_tuple=True)[0]
         slot = (torch.arange(B, device=h.device)[:, None] * N + seg).view(-1)[frames]
-        probs = logits.float().softmax(-1).view(B * T, V + 1)[frames, :V]
+        # the softmax of the kept frames only (most frames are blank or padding): the same values per row
+        probs = logits.reshape(B * T, V + 1)[frames].float().softmax(-1)[:, :V]
         words = probs.new_zeros(B * N, V).index_add_(0, slot, probs)
         words = words / words.sum(-1, keepdim=True).clamp(min=1e-6)
         states = h.new_zeros(B * N, h.shape[-1]).index_add_(0, slot, h.reshape(B * T, -1)[frames])

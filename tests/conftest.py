@@ -61,9 +61,9 @@ def require_tools(*names: str, fix: str) -> None:
     require(not missing, " and ".join(missing), fix)
 
 
-def engine_batches_like_one_by_one(path, clips, tasks) -> None:
-    """The torch engine (max batch 8) on clip i with task ``tasks[i % len(tasks)]``, all submitted at once: the
-    texts equal speechllm's one clip at a time, and some clips ran in a batch together."""
+def engine_batches_like_one_by_one(path, clips, tasks, scheduler: str = "continuous") -> None:
+    """The torch engine (max batch 8, ``scheduler``) on clip i with task ``tasks[i % len(tasks)]``, all submitted
+    at once: the texts equal speechllm's one clip at a time, and some clips ran in a batch together."""
     import asyncio
 
     from server.engines import EngineRequest
@@ -75,7 +75,8 @@ def engine_batches_like_one_by_one(path, clips, tasks) -> None:
     task_of = [tasks[i % len(tasks)] for i in range(len(clips))]
 
     async def run():
-        engine = TorchEngine(Settings(models={"m": str(path)}, max_batch_size=8, max_wait_ms=200), {"m": path})
+        engine = TorchEngine(Settings(models={"m": str(path)}, max_batch_size=8, max_wait_ms=200, scheduler=scheduler),
+                             {"m": path})
         await engine.start()
         handles = [engine.submit(EngineRequest("m", task, c)) for task, c in zip(task_of, clips)]
         results = [await h.result() for h in handles]

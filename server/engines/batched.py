@@ -6,7 +6,9 @@
         async def _execute(self, model: str, batch: list[RequestHandle]) -> None: ...  # resolve each handle
 
 ``self._runners`` holds one loaded runner (with ``.info`` and ``.memory_stats()``) per served
-model once it is ready; ``submit`` queues a clip for ``execute``.
+model once it is ready; ``submit`` queues a clip for ``execute``. ``make_scheduler`` picks what
+is in front (default: the static ``BatchScheduler``; the torch engine's default is the
+``ContinuousScheduler``, which drives its own decode loops on ``self._executor``).
 """
 
 from __future__ import annotations
@@ -28,10 +30,15 @@ class BatchedEngine(Engine):
         self.model_dirs = dict(model_dirs)
         self._runners: dict = {}
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
-        self._scheduler = BatchScheduler(execute, max_batch_size=settings.max_batch_size,
-                                         max_wait_s=settings.max_wait_ms / 1000.0)
+        self._scheduler = self.make_scheduler(execute)
         self._ready = False
         self._stopping = False
+
+    def make_scheduler(self, execute: Execute):
+        """The scheduler in front of the worker thread: the static batcher, unless an engine says otherwise
+        (it needs ``start``, ``submit``, ``depth``, ``in_flight`` and ``stop``)."""
+        return BatchScheduler(execute, max_batch_size=self.settings.max_batch_size,
+                              max_wait_s=self.settings.max_wait_ms / 1000.0)
 
     @property
     def ready(self) -> bool:

@@ -1,9 +1,13 @@
-"""The torch model runner: one loaded model, one batch at a time, called from the engine's worker thread.
+"""The torch model runner: one loaded model, called from the engine's worker thread.
 
     runner = TorchRunner.load("pruned", Path("runs/export"), device="cpu", dtype="float32")
     results = runner.run_batch(handles)     # per handle: EngineResult, the Exception that failed it, or None (cancelled)
+    prompts = runner.encode_prompts(handles)  # per handle: its (T_i, D) prompt embedding, or the Exception
 
-A batch (requests of one model, tasks may differ) runs the encoder + projector once
+``run_batch`` is the static batcher's unit of work (``--scheduler static``); the continuous
+scheduler (the default) uses ``encode_prompts`` and decodes in ``decode.DecodeLoop`` instead.
+
+In ``run_batch``, a batch (requests of one model, tasks may differ) runs the encoder + projector once
 (``encode_prompts``: one (T_i, D) prompt per clip; a clip that fails there fails alone), left-pads
 the prompts into (B, T, D) decoder inputs, then runs one batched greedy ``generate`` with KV cache. A streamer sees each step's (B,) tokens: it records
 time to first token and the chosen tokens' log-probabilities, turns streamed requests' tokens
@@ -22,7 +26,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from speechllm.devices import resolve_device, resolve_dtype
-from speechllm.generate import decode, greedy_generate, transcribe
+from speechllm.generate import decode, greedy_decode, greedy_generate, transcribe
 from speechllm.modeldir import load_model
 from speechllm.tasks import parse_task
 
@@ -110,17 +114,23 @@ class TorchRunner:
         model = load_model(path, device=device, dtype=resolve_dtype(dtype, device))
         return cls(name, model, path)
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
+        """Wait for the device (CUDA runs asynchronously): timings after it are true."""
         if self._cuda:
             torch.cuda.synchronize(self.model.device)
 
     @torch.inference_mode()
-    def warmup(self) -> None:
-        """One batch of every task on a second of quiet noise: first-call allocations happen here."""
+    def warmup(self, row_batching: bool = False) -> None:
+        """One batch of every task on a second of quiet noise: first-call allocations happen here
+        (through the row batcher too, when the engine decodes with it)."""
         rng = np.random.default_rng(0)
         wav = (0.01 * rng.standard_normal(16000)).astype(np.float32)
         tasks = [parse_task(t) for t in self.model.prompts.supported()]
-        transcribe(self.model, [wav] * len(tasks), [self.model.prompts.resolve(t.name, t.target_lang) for t in tasks])
+        tasks = [self.model.prompts.resolve(t.name, t.target_lang) for t in tasks]
+        transcribe(self.model, [wav] * len(tasks), tasks)
+        if row_batching:
+            prompts, _ = self.model.embed_prompts(tasks, [wav] * len(tasks))
+            greedy_decode(self.model, prompts, max_new_tokens=4)
 
     @torch.inference_mode()
     def run_batch(self, handles: list[RequestHandle]) -> list[EngineResult | Exception | None]:
@@ -130,7 +140,7 @@ class TorchRunner:
         out: dict[int, EngineResult | Exception] = {}
         t0 = time.perf_counter()
         prompts = self.encode_prompts(live, to_cpu=False)
-        self._sync()
+        self.sync()
         t1 = time.perf_counter()
         ok = []
         for h, p in zip(live, prompts):
@@ -149,7 +159,7 @@ class TorchRunner:
                                       stopping_criteria=StoppingCriteriaList([_CancelledRows(live)]))
             finally:
                 hook.remove()
-            self._sync()
+            self.sync()
             t2 = time.perf_counter()
             for i, h in enumerate(live):
                 if h.cancelled:

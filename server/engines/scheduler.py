@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from typing import Protocol
 
 from ..admission import shutting_down
 from ..errors import as_api_error
@@ -122,3 +125,214 @@ class BatchScheduler:
                     h.fail(err)
             finally:
                 self._running = []
+
+
+# ---- iteration-level scheduling ----------------------------------------------------------------
+
+
+class Stepper(Protocol):
+    """One served model's running decode (engines/decode.py: DecodeLoop), used from the worker thread."""
+
+    @property
+    def rows(self) -> int: ...
+
+    def admit(self, handles: list[RequestHandle]) -> None: ...
+
+    def step(self) -> None: ...
+
+    def fail_all(self, exc: BaseException) -> None: ...
+
+
+class ContinuousScheduler:
+    """Iteration-level scheduling: requests join a model's running decode at its next step.
+
+        scheduler = ContinuousScheduler(executor, max_batch_size=32, max_wait_s=0.01)
+        scheduler.start({"pruned": DecodeLoop(runner), ...})   # on the event loop
+        scheduler.submit(handle)                                # event loop; never blocks
+        await scheduler.stop()                                  # refuse new work, finish the accepted
+
+    A drive loop runs in ``executor`` (the engine's one worker thread) while there is work, and
+    returns when there is none (so anything else queued on that thread, e.g. loading, runs between
+    busy periods). Each turn of the loop: take the queued requests, oldest first, that fit their
+    model (at most ``max_batch_size`` rows per model), admit them (encoder batch + prefill batch
+    per model), then one decoding step for every model that has rows (round robin across models).
+    A request that arrives while others decode thus waits at most one step plus the newcomers'
+    encoding; a finished row leaves at once and its slot is free at the next turn.
+
+    Waiting: none on a busy device, and none on an idle one when requests come apart. Only when the
+    device is idle and requests have been arriving close together (the moving average of the gaps
+    between arrivals is under half of ``max_wait_s``) does the loop wait for more to fill the
+    batch: until the model's rows are full, the oldest has waited ``max_wait_s``, or no request has
+    come for three average gaps (the burst is over). A lone request on an idle server starts at
+    once.
+    """
+
+    #: weight of the newest gap in the moving average of gaps between arrivals
+    GAP_WEIGHT = 0.2
+    #: weight of the newest admission in the moving average of an admission's duration, per model
+    COST_WEIGHT = 0.2
+
+    def __init__(self, executor: Executor, *, max_batch_size: int, max_wait_s: float):
+        self.executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self._steppers: dict[str, Stepper] = {}
+        self._cond = threading.Condition()
+        self._pending: deque[RequestHandle] = deque()
+        self._admitting = 0
+        self._driving = False
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drained: asyncio.Event | None = None
+        self._last_arrival: float | None = None
+        self._gap = float("inf")  # moving average of the gaps between arrivals (s)
+        self._admit_cost: dict[str, float] = {}  # per model: moving average of one admission's duration (s)
+
+    # ---- public (event loop) --------------------------------------------------------------
+    def start(self, steppers: dict[str, Stepper]) -> None:
+        self._steppers = dict(steppers)
+        self._loop = asyncio.get_running_loop()
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    def submit(self, handle: RequestHandle) -> None:
+        if self._stopping:
+            raise shutting_down()
+        handle.on_cancel(self._discard)
+        with self._cond:
+            now = handle.submitted_at
+            if self._last_arrival is not None:
+                gap = min(now - self._last_arrival, 1.0)  # one long pause must not hide a new burst for long
+                self._gap = gap if self._gap == float("inf") else \
+                    (1 - self.GAP_WEIGHT) * self._gap + self.GAP_WEIGHT * gap
+            self._last_arrival = now
+            self._pending.append(handle)
+            self._cond.notify()
+            if not self._driving:
+                self._driving = True
+                self._drained.clear()
+                self.executor.submit(self._drive)
+
+    def depth(self) -> int:
+        return len(self._pending)
+
+    def in_flight(self) -> int:
+        return len(self._pending) + self._admitting + sum(s.rows for s in self._steppers.values())
+
+    async def stop(self) -> None:
+        """Stop accepting; every accepted request still runs; returns once all have finished."""
+        self._stopping = True
+        with self._cond:
+            self._cond.notify()
+        if self._drained is not None:
+            await self._drained.wait()
+
+    # ---- internals (worker thread, except _discard) ------------------------------------------
+    def _discard(self, handle: RequestHandle) -> None:
+        with self._cond:
+            try:
+                self._pending.remove(handle)
+            except ValueError:
+                pass  # admitted: its row sees handle.cancelled and leaves at the next step
+
+    def _mark_drained(self) -> None:
+        # on the event loop: a submit may have started a new drive since this one returned
+        with self._cond:
+            if not self._driving:
+                self._drained.set()
+
+    def _busy(self) -> bool:
+        return any(s.rows for s in self._steppers.values())
+
+    def _linger(self) -> None:
+        """Idle device, requests queued: wait for more while they arrive close together (holds the lock)."""
+        if self._stopping or not self._gap < self.max_wait_s / 2:
+            return
+        head = self._pending[0]
+        deadline = head.submitted_at + self.max_wait_s
+        while not self._stopping:
+            now = time.perf_counter()
+            quiet_until = (self._last_arrival or now) + 3 * self._gap
+            same = sum(1 for h in self._pending if h.request.model == head.request.model)
+            if same >= self.max_batch_size or now >= deadline or now >= quiet_until:
+                return
+            self._cond.wait(min(deadline, quiet_until) - now)
+
+    def _take(self) -> dict[str, list[RequestHandle]]:
+        """Queued requests to admit now, per model, oldest first, as many as its rows have room for
+        (holds the lock). A model that is decoding admits its newcomers at the next step, unless
+        requests arrive faster than one admission of that model takes (the moving averages): then
+        it waits until the newcomers have waited, all together, as long as one admission takes (or
+        until they fill its rows). The admission's fixed cost (an encoder call and a prefill forward,
+        tens of ms for a small model on a CPU) is then shared by several newcomers instead of being
+        paid at every step by one, and a newcomer waits at most about one admission."""
+        now = time.perf_counter()
+        queued: dict[str, list[RequestHandle]] = {}
+        for h in self._pending:
+            if not h.done:  # not cancelled while queued
+                queued.setdefault(h.request.model, []).append(h)
+        taken: dict[str, list[RequestHandle]] = {}
+        for m, handles in queued.items():
+            stepper = self._steppers[m]
+            room = self.max_batch_size - stepper.rows
+            group = handles[:room]
+            if not group:
+                continue
+            cost = self._admit_cost.get(m, 0.0)
+            if stepper.rows and len(group) < room and self._gap < cost and not self._stopping:
+                if sum(now - h.submitted_at for h in group) < cost:
+                    continue  # more are on their way; its rows keep decoding meanwhile
+            taken[m] = group
+        chosen = {id(h) for group in taken.values() for h in group}
+        self._pending = deque(h for h in self._pending if not h.done and id(h) not in chosen)
+        return taken
+
+    def _drive(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while self._pending and self._pending[0].done:
+                        self._pending.popleft()
+                    if not self._busy():
+                        if not self._pending:
+                            self._driving = False
+                            self._loop.call_soon_threadsafe(self._mark_drained)
+                            return
+                        self._linger()
+                    taken = self._take()
+                    self._admitting = sum(map(len, taken.values()))
+                for model, handles in taken.items():
+                    t = time.perf_counter()
+                    for h in handles:
+                        h.dispatched_at = t
+                    self._run(model, self._steppers[model].admit, handles)
+                    took = time.perf_counter() - t
+                    prev = self._admit_cost.get(model)
+                    self._admit_cost[model] = took if prev is None else \
+                        (1 - self.COST_WEIGHT) * prev + self.COST_WEIGHT * took
+                self._admitting = 0
+                for model, stepper in self._steppers.items():
+                    if stepper.rows:
+                        self._run(model, stepper.step)
+        except BaseException as exc:  # a bug in this loop: fail what is queued, let the next submit restart it
+            log.exception("continuous scheduler failed")
+            err = as_api_error(exc)
+            with self._cond:
+                failed, self._pending = list(self._pending), deque()
+                self._driving = False
+            for h in failed:
+                h.loop.call_soon_threadsafe(h.fail, err)
+            for stepper in self._steppers.values():
+                stepper.fail_all(exc)
+            self._loop.call_soon_threadsafe(self._mark_drained)
+
+    def _run(self, model: str, fn, *args) -> None:
+        """A stepper call; one that raises fails that model's rows (and the handles it was given), not the loop."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            log.exception("model %r: %s failed", model, getattr(fn, "__name__", "step"))
+            err = as_api_error(exc)
+            for h in args[0] if args else []:
+                h.loop.call_soon_threadsafe(h.fail, err)
+            self._steppers[model].fail_all(exc)

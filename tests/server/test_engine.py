@@ -1,4 +1,6 @@
-"""The torch engine without HTTP: batching, equality with one-by-one decoding, per-clip failures, cancel, drain."""
+"""The torch engine without HTTP, under both schedulers (continuous: the default; static: the
+dynamic batcher): batching, equality with one-by-one decoding, per-clip failures, cancel, drain.
+Joins and leaves mid-decode: tests/server/test_continuous.py."""
 
 from __future__ import annotations
 
@@ -26,6 +28,14 @@ def _clips(speech_files, noise_wavs):
     return [sf.read(f, dtype="float32")[0] for f in speech_files] + list(noise_wavs)
 
 
+SCHEDULERS = ["continuous", "static"]
+
+
+@pytest.fixture(params=SCHEDULERS)
+def scheduler(request) -> str:
+    return request.param
+
+
 def _engine(model_pair, **kw) -> TorchEngine:
     return TorchEngine(Settings(models=model_pair, **kw), {k: Path(v) for k, v in model_pair.items()})
 
@@ -37,12 +47,12 @@ def _block(engine: TorchEngine):
     return gate
 
 
-def test_batched_equals_one_by_one(model_pair, speech_files, noise_wavs):
+def test_batched_equals_one_by_one(model_pair, speech_files, noise_wavs, scheduler):
     clips = _clips(speech_files, noise_wavs)
     jobs = [(name, TASKS[i % 3], clip) for name in model_pair for i, clip in enumerate(clips)]
 
     async def run():
-        engine = _engine(model_pair, max_batch_size=16, max_wait_ms=200)
+        engine = _engine(model_pair, max_batch_size=16, max_wait_ms=200, scheduler=scheduler)
         await engine.start()
         gate = _block(engine)  # everything queues up, then leaves in full batches
         handles = [engine.submit(EngineRequest(m, t, c, stream=i % 2 == 0)) for i, (m, t, c) in enumerate(jobs)]
@@ -71,8 +81,9 @@ def test_batched_equals_one_by_one(model_pair, speech_files, noise_wavs):
 
 
 def test_cancel_queued_and_running(model_pair, noise_wavs):
+    """Static: a dispatched batch waits for the worker; continuous: tests/server/test_continuous.py."""
     async def run():
-        engine = _engine(model_pair, max_batch_size=2, max_wait_ms=0)
+        engine = _engine(model_pair, max_batch_size=2, max_wait_ms=0, scheduler="static")
         await engine.start()
         gate = _block(engine)
         running = engine.submit(EngineRequest("base", Task(), noise_wavs[0]))
@@ -97,13 +108,13 @@ def test_cancel_queued_and_running(model_pair, noise_wavs):
     assert ok.text
 
 
-def test_a_failing_clip_fails_alone(model_pair, speech_files, noise_wavs):
+def test_a_failing_clip_fails_alone(model_pair, speech_files, noise_wavs, scheduler):
     """One clip that breaks the encoder (longer than its window) is batched with good ones: it fails
     alone, and every other request gets the text it gets alone."""
     clips = _clips(speech_files, noise_wavs)
 
     async def run():
-        engine = _engine(model_pair, max_batch_size=16, max_wait_ms=200)
+        engine = _engine(model_pair, max_batch_size=16, max_wait_ms=200, scheduler=scheduler)
         await engine.start()
         window = engine.models()["base"].max_audio_seconds
         bad = np.zeros(int(3 * window * 16000), dtype=np.float32)
@@ -131,9 +142,9 @@ def test_a_failing_clip_fails_alone(model_pair, speech_files, noise_wavs):
     assert ok.text == outcomes[0].text
 
 
-def test_stop_finishes_accepted_requests_then_refuses(model_pair, noise_wavs):
+def test_stop_finishes_accepted_requests_then_refuses(model_pair, noise_wavs, scheduler):
     async def run():
-        engine = _engine(model_pair, max_batch_size=2, max_wait_ms=0)
+        engine = _engine(model_pair, max_batch_size=2, max_wait_ms=0, scheduler=scheduler)
         await engine.start()
         gate = _block(engine)
         handles = [engine.submit(EngineRequest("base", TASKS[i % 3], noise_wavs[i])) for i in range(4)]
@@ -151,10 +162,10 @@ def test_stop_finishes_accepted_requests_then_refuses(model_pair, noise_wavs):
     assert refused.status == 503 and refused.code == "shutting_down"
 
 
-def test_long_window_clip_fits_model(model_pair):
+def test_long_window_clip_fits_model(model_pair, scheduler):
     """The runner gets chunks at most the model's window long: a full 10 s window still decodes."""
     async def run():
-        engine = _engine(model_pair)
+        engine = _engine(model_pair, scheduler=scheduler)
         await engine.start()
         window = engine.models()["base"].max_audio_seconds
         wav = (0.05 * np.random.default_rng(1).standard_normal(int(window * 16000))).astype(np.float32)
@@ -165,9 +176,9 @@ def test_long_window_clip_fits_model(model_pair):
     assert asyncio.run(run()).text
 
 
-def test_qwen2_audio_family_batches_like_one_by_one(tmp_path, noise_wavs):
+def test_qwen2_audio_family_batches_like_one_by_one(tmp_path, noise_wavs, scheduler):
     """The engine is family-agnostic: a Qwen2-Audio model dir batches exactly like slam."""
     from speechllm.builders import tiny_qwen2_audio
 
     path = tiny_qwen2_audio().save(tmp_path / "qwen2-audio")
-    engine_batches_like_one_by_one(path, [w[:16000] for w in noise_wavs], TASKS)  # within its 2 s window
+    engine_batches_like_one_by_one(path, [w[:16000] for w in noise_wavs], TASKS, scheduler)  # within its 2 s window
