@@ -277,15 +277,22 @@ def greedy_decode(model: SpeechLLM, prompts: list[torch.Tensor], max_new_tokens:
     rows = list(range(len(prompts)))  # row -> prompt index
     tokens, _ = batch.add(prompts)
     while rows:
-        keep = []
-        for r, tok in enumerate(tokens):
-            i = rows[r]
-            if tok != eos:
-                out[i].append(tok)
-            if tok != eos and len(out[i]) < budget:
-                keep.append(r)
-        rows = [rows[r] for r in keep]
-        batch.keep(keep)
+        rows = record_tokens(batch, rows, tokens, out, eos, budget)
         if rows:
             tokens, _ = batch.step()
     return out
+
+
+def record_tokens(batch: GreedyBatch, rows: list[int], tokens: list[int], out: list[list[int]], eos: int,
+                  budget: int) -> list[int]:
+    """Row r's token goes to ``out[rows[r]]`` (EOS is not kept); rows that hit EOS or ``budget`` tokens leave
+    ``batch``. -> the prompt indices of the rows that go on, in row order."""
+    keep = []
+    for r, tok in enumerate(tokens):
+        i = rows[r]
+        if tok != eos:
+            out[i].append(tok)
+        if tok != eos and len(out[i]) < budget:
+            keep.append(r)
+    batch.keep(keep)
+    return [rows[r] for r in keep]

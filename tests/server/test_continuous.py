@@ -25,7 +25,7 @@ from server.engines import EngineRequest
 from server.engines.torch_engine import TorchEngine
 from server.errors import ApiError
 from server.settings import Settings
-from speechllm.generate import GreedyBatch, greedy_decode, greedy_generate, transcribe
+from speechllm.generate import GreedyBatch, greedy_decode, greedy_generate, record_tokens, transcribe
 from speechllm.modeldir import default_model_dir, load_model
 from speechllm.tasks import Task
 
@@ -93,15 +93,7 @@ def _decode_with_joins(model, prompts, join_at: list[int]) -> tuple[list[list[in
         new = [i for i, s in enumerate(join_at) if s == step]
         if new:
             tokens += batch.add([prompts[i] for i in new])[0]
-        rows += new
-        keep = []
-        for r, (i, tok) in enumerate(zip(rows, tokens)):
-            if tok != eos:
-                out[i].append(tok)
-            if tok != eos and len(out[i]) < budget:
-                keep.append(r)
-        rows = [rows[r] for r in keep]
-        batch.keep(keep)
+        rows = record_tokens(batch, rows + new, tokens, out, eos, budget)
         if rows:
             widths.append(batch.mask.shape[1])
             assert batch.size == len(rows)
