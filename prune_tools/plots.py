@@ -76,16 +76,21 @@ def degradation_curves(curves: dict[str, dict[str, list[tuple[float, float | Non
                        ylabels: dict[str, str] | None = None, title: str = "") -> Path:
     """One panel per task, one line per split: relative degradation vs fraction of decoder layers removed.
 
-    ``curves[task][split] = [(fraction, degradation or None), ...]``; the dashed line is the tolerance.
+    ``curves[task][split] = [(fraction, degradation or None[, low, high]), ...]``: a point with ``low`` and
+    ``high`` (not None) gets an error bar over its interval; the dashed line is the tolerance.
     """
     plt = _pyplot()
     tasks = list(curves)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for split, pts in curves[task].items():
-            pts = sorted((f, d) for f, d in pts if d is not None)
+            pts = sorted(((*p, None, None)[:4] for p in pts if p[1] is not None), key=lambda p: p[0])
             if pts:
-                ax.plot([f for f, _ in pts], [d for _, d in pts], "o-", label=split, markersize=4)
+                line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=split, markersize=4)
+                bars = [p for p in pts if p[2] is not None]
+                if bars:  # the interval of each point that has one, in its line's colour
+                    ax.errorbar([p[0] for p in bars], [p[1] for p in bars], capsize=3, linestyle="none",
+                                color=line.get_color(), yerr=[[p[1] - p[2] for p in bars], [p[3] - p[1] for p in bars]])
         ax.axhline(tolerance, color="k", linestyle="--", linewidth=1, label=f"tolerance {tolerance:g}")
         if max_fraction is not None:
             ax.axvline(max_fraction, color="grey", linestyle=":", linewidth=1)
