@@ -47,19 +47,21 @@ def _draw_heatmap(ax, matrix, title: str, vmin: float, vmax: float, best: list[d
 
 def heatmap_grid(panels: list[tuple[str, list, list | None]], path: str | Path, title: str = "",
                  cols: int | None = None) -> Path:
-    """One heatmap per (title, matrix, best-blocks or None) panel, sharing one colour scale."""
+    """One heatmap per (title, matrix, best-blocks or None) panel, sharing one colour scale; a None panel
+    leaves its cell empty (to start a new row of the grid)."""
     plt = _pyplot()
     cols = cols or min(len(panels), 4)
     rows = math.ceil(len(panels) / cols)
-    values = np.concatenate([_as_array(m).ravel() for _, m, _ in panels])
+    values = np.concatenate([_as_array(p[1]).ravel() for p in panels if p is not None])
     values = values[np.isfinite(values)]
     vmin, vmax = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 0.8, 3.1 * rows), squeeze=False, layout="constrained")
     im = None
-    for ax, (name, matrix, best) in zip(axes.ravel(), panels):
-        im = _draw_heatmap(ax, matrix, name, vmin, vmax, best)
-    for ax in axes.ravel()[len(panels):]:
-        ax.axis("off")
+    for i, ax in enumerate(axes.ravel()):
+        if i < len(panels) and panels[i] is not None:
+            im = _draw_heatmap(ax, panels[i][1], panels[i][0], vmin, vmax, panels[i][2])
+        else:
+            ax.axis("off")
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), label="angular distance d(l, n)")
     if title:
@@ -102,6 +104,37 @@ def degradation_curves(curves: dict[str, dict[str, list[tuple[float, float | Non
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    log.debug("wrote %s", path)
+    return path
+
+
+def pair_matrix(labels: list[str], values: list[list[float | None]], annotations: list[list[float | None]] | None,
+                path: str | Path, title: str = "") -> Path:
+    """A labelled condition x condition matrix (e.g. Spearman, -1 .. 1), each cell annotated with its value
+    and, when given, ``annotations`` as a share (e.g. "0.82 / 64%"); None cells stay blank."""
+    plt = _pyplot()
+    n = len(labels)
+    arr = np.ma.masked_invalid(np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float))
+    size = 1.2 + 0.75 * n
+    fig, ax = plt.subplots(figsize=(size + 2.5, size), layout="constrained")
+    im = ax.imshow(arr, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
+    for i in range(n):
+        for j in range(n):
+            if values[i][j] is None:
+                continue
+            text = f"{values[i][j]:.2f}"
+            if annotations is not None and annotations[i][j] is not None and i != j:
+                text += f"\n{annotations[i][j]:.0%}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=6,
+                    color="white" if abs(values[i][j]) > 0.6 else "black")
+    fig.colorbar(im, ax=ax, label="Spearman")
+    if title:
+        ax.set_title(title, fontsize=9)
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
