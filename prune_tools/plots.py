@@ -28,6 +28,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    log.debug("wrote %s", path)
+    return path
+
+
 def _as_array(matrix: list[list[float | None]]) -> np.ndarray:
     return np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=np.float64)
 
@@ -66,11 +74,7 @@ def heatmap_grid(panels: list[tuple[str, list, list | None]], path: str | Path, 
         fig.colorbar(im, ax=axes.ravel().tolist(), label="angular distance d(l, n)")
     if title:
         fig.suptitle(title, fontsize=10)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    log.debug("wrote %s", path)
-    return path
+    return _save(plt, fig, path)
 
 
 def degradation_curves(curves: dict[str, dict[str, list[tuple[float, float | None]]]], path: str | Path,
@@ -104,11 +108,7 @@ def degradation_curves(curves: dict[str, dict[str, list[tuple[float, float | Non
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    log.debug("wrote %s", path)
-    return path
+    return _save(plt, fig, path)
 
 
 def pair_matrix(labels: list[str], values: list[list[float | None]], annotations: list[list[float | None]] | None,
@@ -135,8 +135,4 @@ def pair_matrix(labels: list[str], values: list[list[float | None]], annotations
     fig.colorbar(im, ax=ax, label="Spearman")
     if title:
         ax.set_title(title, fontsize=9)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    log.debug("wrote %s", path)
-    return path
+    return _save(plt, fig, path)
