@@ -59,8 +59,6 @@ log = logging.getLogger(__name__)
 VARIANTS = ("none", "lora", "projector", "both")
 #: config fields that may change when a sweep dir is reused (more seeds reuse the runs already made)
 REUSABLE_CHANGES = ("fractions", "ablation_fraction", "seeds", "select_rule")
-#: config fields a sweep dir written before they existed is taken to have had at these values
-LEGACY_DEFAULTS = {"seeds": 1, "select_rule": None}
 SELECT_RULES = ("point", "upper")
 CONFIDENCE = 0.95
 
@@ -204,7 +202,7 @@ class Sweep:
                "eval": [str(Path(p).resolve()) for p in self.eval_data],
                "analysis_data": [str(Path(p).resolve()) for p in self.analysis_data], **self.cfg.to_dict()}
         if path.exists():
-            old = {**LEGACY_DEFAULTS, **read_json(path)}
+            old = read_json(path)
             a = {k: v for k, v in old.items() if k not in REUSABLE_CHANGES}
             b = {k: v for k, v in new.items() if k not in REUSABLE_CHANGES}
             if a != b:
@@ -487,6 +485,6 @@ def main(argv: list[str]) -> int:
     cfg = config_from_parsed(args)
     r = sweep(args.model, args.data, args.eval_data, args.out, cfg, analysis_data=args.analysis_data,
               device=args.device)
-    print(f"sweep of {len(r['points'])} fractions -> {args.out}/sweep.json; largest fraction within "
-          f"{r['tolerance']}: transcribe {r['max_fraction_transcribe']}, all tasks {r['max_fraction']['all_tasks']}")
+    print(f"sweep of {len(r['points'])} fractions x {r['seeds']} healing run(s) -> {args.out}/sweep.json; largest "
+          f"fraction within {r['tolerance']} (rule {r['select_rule']}): transcribe {r['max_fraction_transcribe']}, all tasks {r['max_fraction']['all_tasks']}")
     return 0

@@ -64,6 +64,7 @@ if step 2; then
   done
 fi
 if step 3; then
+  mkdir -p "$OUT/eval"
   for name in full "${NAMES[@]}"; do
     m=$(model_dir "$name")
     [ -f "$OUT/eval/$name.json" ] || $S evaluate --model "$m" --data "${TESTS[@]}" --limit "$LIMIT" --out "$OUT/eval/$name.json"
@@ -96,10 +97,11 @@ if step 6; then
 fi
 if step 7; then
   mkdir -p "$DOCS"
+  DOCS_ABS=$(cd "$DOCS" && pwd)
   for d in eval agreement analysis "sweep-seeds$SEEDS"; do
     [ -d "$OUT/$d" ] || continue
     ( cd "$OUT" && find "$d" \( -name '*.json' -o -name '*.md' -o -name '*.png' \) ! -name 'ckpt*' \
-        ! -path '*/healed*' ! -path '*/pruned*' ! -path '*.work*' -print0 | xargs -0 -r -I{} cp --parents {} "$OLDPWD/$DOCS/" )
+        ! -path '*/healed*' ! -path '*/pruned*' ! -path '*.work*' -print0 | xargs -0 -r -I{} cp --parents {} "$DOCS_ABS/" )
   done
   for name in full "${NAMES[@]}"; do
     [ -f "$OUT/export/$name/provenance.json" ] && mkdir -p "$DOCS/provenance" && \
