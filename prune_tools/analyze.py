@@ -1,7 +1,8 @@
 """``slimspeech analyze``: which blocks of decoder layers are redundant (the paper's Figure 1).
 
     slimspeech analyze --model M --data data/bench/dev.jsonl --out runs/analysis \\
-        [--inputs speech,text] [--tasks transcribe,translate:fr,translate:de] [--tokens last|mean|both] [--limit 200]
+        [--inputs speech,text] [--tasks transcribe,translate:fr,translate:de] [--tokens last|mean|both] [--limit 200] \\
+        [--end own|task|content] [--text-source reference|source]
 
 For every start layer l and block size n: d(l, n) = arccos(cos(h_l, h_{l+n})) / pi, the angular
 distance between the residual stream entering layer l and entering layer l + n (Gromov et al.
@@ -20,6 +21,13 @@ Inputs (``--inputs``), each per task:
 - ``text``: the task's reference text through the decoder alone, ``[BOS] + text tokens``: the
   transcript for ``transcribe``, the translation for ``translate:fr`` / ``translate:de``.
 
+Like with like (defaults: as above): with ``last``, the speech input's compared token is the task
+tag and the text input's the last word. ``--end task`` puts the text in the audio's place of the
+task prompt (``[BOS] <|en|> text <|transcribe|>``), so both end with the task tag; ``--end
+content`` cuts the speech prompt right after the audio, so both end at their last content token.
+``--text-source source`` gives every task's text input the English source transcript, so a
+translation is analysed on what the speech says rather than on its translation.
+
 States are taken in float32; cosines and the running sums are float64 (L+1, L+1) matrices per
 condition, so memory does not grow with the number of utterances.
 
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import itertools
 import logging
 import math
@@ -51,7 +60,7 @@ from speechllm.devices import DTYPE_CHOICES, resolve_device, resolve_dtype
 from speechllm.errors import SlimError
 from speechllm.modeldir import default_model_dir, load_model, read_json, write_json
 from speechllm.provenance import ModelRef, stamp, stamped_by
-from speechllm.tasks import parse_task
+from speechllm.tasks import Task, parse_task
 
 from .rows import DEFAULT_TASKS, load_rows, parse_tasks, reference
 
@@ -61,6 +70,15 @@ INPUTS = ("speech", "text")
 TOKENS = ("last", "mean")
 AVERAGE = "average"  # the pseudo-task: the mean of the per-task matrices of one input
 ANALYSIS_FILE = "analysis.json"
+#: where the speech and the text input end (``--end``); the last token is what ``last`` compares
+ENDS = {"own": "each input ends where it does by itself: speech at the prompt's last token (the task tag), "
+               "text at its last word",
+        "task": "both end with the task tag: the text goes in the audio's place of the task prompt",
+        "content": "both end at their last content token: the speech prompt is cut right after the audio, "
+                   "the text is [BOS] + text"}
+#: the text input's text (``--text-source``)
+TEXT_SOURCES = {"reference": "the task's reference (the transcript; for a translation, the translation)",
+                "source": "the English source transcript for every task (what the speech says)"}
 DEFINITION = ("d(l, n) = arccos(cos(h_l, h_{l+n})) / pi; h_l = residual stream entering decoder layer l "
               "(h_0 = embeddings, h_L = last layer output before the final norm); matrix[n-1][l], "
               "null where l + n > L; last = last non-padded token averaged over utterances, "
@@ -267,23 +285,72 @@ def agreement(m1, m2) -> dict:
 # inputs
 
 
-def text_inputs(model, texts: list[str]):
-    """Texts alone through the decoder: ``[BOS] + text tokens`` each, left padded -> DecoderInputs."""
+def prompt_ids(model, task) -> tuple[list[int], list[int]]:
+    """(token ids before the audio, after it) of ``task``'s prompt, BOS where the model puts it."""
+    if hasattr(model, "prompt_ids"):  # slam: BOS at the start or after the audio (bos_position)
+        return model.prompt_ids(task)
+    before, after = model.prompts.render(task)
+    bos = model.tokenizer.bos_token_id
+    return ([bos] if bos is not None else []) + model.text_ids(before), model.text_ids(after)
+
+
+def text_inputs(model, texts: list[str], task=None):
+    """Texts through the decoder alone, left padded -> DecoderInputs: ``[BOS] + text tokens`` each, or with
+    ``task`` the text in the audio's place of the task prompt (``[BOS] <|en|> text <|transcribe|>`` for the
+    demo model's prompts)."""
     emb = model.lm.get_input_embeddings()
     bos = model.tokenizer.bos_token_id
+    before, after = prompt_ids(model, task) if task is not None else ([bos] if bos is not None else [], [])
     prompts = []
     for text in texts:
-        ids = ([bos] if bos is not None else []) + model.text_ids(text)
+        content = model.text_ids(text)
+        ids = before + content + after
         if not ids:
             raise SlimError(f"empty text input {text!r}: every utterance needs a non-empty reference")
         prompts.append(emb(torch.tensor(ids, dtype=torch.long, device=model.device)))
     return model.assemble(prompts)
 
 
+def speech_inputs(model, task, wavs: list, end: str = "own"):
+    """The task prompt with each clip's audio spliced in -> DecoderInputs; ``end="content"`` cuts every
+    prompt right after its audio, so each row ends at its last audio position (the last content token)."""
+    x = model.embed([task] * len(wavs), wavs)
+    if end != "content":
+        return x
+    after = prompt_ids(model, task)[1]
+    k = len(after)
+    if k == 0:
+        return x
+    tail = model.lm.get_input_embeddings()(torch.tensor(after, dtype=torch.long, device=x.inputs_embeds.device))
+    # left padded: every row ends with the same k prompt tokens; check they are what we cut
+    if not torch.allclose(x.inputs_embeds[:, -k:].float(), tail.float().expand(len(wavs), -1, -1), atol=1e-5):
+        raise SlimError(f"--end content: the {model.family} model's prompt for {task} does not end with the "
+                        "tokens of its template's text after {audio}: use --end own or task", param="end")
+    cut = x.inputs_embeds.shape[1] - k
+    return dataclasses.replace(x, inputs_embeds=x.inputs_embeds[:, :cut], attention_mask=x.attention_mask[:, :cut],
+                               position_ids=None if x.position_ids is None else x.position_ids[:, :cut],
+                               prompt_lengths=[n - k for n in x.prompt_lengths])
+
+
+def input_texts(rows: list[dict], task, text_source: str = "reference") -> list[str]:
+    """The text input's texts: the task's reference (``reference``), or the English source transcript for
+    every task (``source``: a translation analysed on what the speech says, not on its translation)."""
+    if text_source == "source":
+        return [reference(r, Task("transcribe")) for r in rows]
+    return [reference(r, task) for r in rows]
+
+
 def analyze_model(model, rows: list[dict], *, inputs=INPUTS, tasks=None, tokens=("last",), batch_size: int = 8,
-                  model_dir=None, progress: bool = True) -> dict:
-    """Accumulate d(l, n) for every (input, task) over ``rows`` (manifest rows); -> the analysis dict."""
+                  model_dir=None, progress: bool = True, end: str = "own", text_source: str = "reference") -> dict:
+    """Accumulate d(l, n) for every (input, task) over ``rows`` (manifest rows); -> the analysis dict.
+
+    ``end``: where both inputs end (``ENDS``); ``text_source``: the text input's text (``TEXT_SOURCES``)."""
     t0 = time.time()
+    if end not in ENDS:
+        raise SlimError(f"unknown --end {end!r}: choose from {', '.join(ENDS)}", param="end")
+    if text_source not in TEXT_SOURCES:
+        raise SlimError(f"unknown --text-source {text_source!r}: choose from {', '.join(TEXT_SOURCES)}",
+                        param="text_source")
     tasks = model.resolve_tasks(list(tasks) if tasks else [parse_task(t) for t in DEFAULT_TASKS.split(",")])
     for name in inputs:
         if name not in INPUTS:
@@ -300,7 +367,7 @@ def analyze_model(model, rows: list[dict], *, inputs=INPUTS, tasks=None, tokens=
     counts: dict = {}
     for inp in inputs:
         for task in tasks:
-            texts = [reference(r, task) for r in rows] if inp == "text" else None
+            texts = input_texts(rows, task, text_source) if inp == "text" else None
             acc = DistanceAccumulator(L, tokens)
             batches = range(0, len(rows), batch_size)
             for s in tqdm(batches, desc=f"{inp}/{task.label}", disable=not progress, mininterval=10, leave=False):
@@ -308,10 +375,10 @@ def analyze_model(model, rows: list[dict], *, inputs=INPUTS, tasks=None, tokens=
                 if inp == "speech":
                     wavs = [load_audio(r["audio"], max_seconds=model.max_audio_seconds) for r in chunk]
                     with torch.no_grad():
-                        x = model.embed([task] * len(chunk), wavs)
+                        x = speech_inputs(model, task, wavs, end)
                 else:
                     with torch.no_grad():
-                        x = text_inputs(model, texts[s:s + batch_size])
+                        x = text_inputs(model, texts[s:s + batch_size], task if end == "task" else None)
                 acc.update(model, x.inputs_embeds, x.attention_mask, x.position_ids)
             counts[f"{inp}/{task.label}"] = acc.utterances
             for tok in tokens:
@@ -343,6 +410,8 @@ def analyze_model(model, rows: list[dict], *, inputs=INPUTS, tasks=None, tokens=
         "model": identity,
         "definition": DEFINITION,
         "inputs": list(inputs), "tasks": [t.label for t in tasks], "tokens": list(tokens),
+        "alignment": {"end": end, "text_source": text_source,
+                      "definition": f"{ENDS[end]}; text input: {TEXT_SOURCES[text_source]}"},
         "data": {"utterances": len(rows), "counts": counts},
         "results": results,
         "agreement": agree,
@@ -444,12 +513,13 @@ def read_analysis(path: str | Path) -> dict:
 
 
 def run(model_dir, manifests: list[str], out, *, inputs=INPUTS, tasks=None, tokens=("last",), limit=None,
-        batch_size: int = 8, device: str = "cpu", dtype: str = "float32", plots: bool = True) -> dict:
+        batch_size: int = 8, device: str = "cpu", dtype: str = "float32", plots: bool = True, end: str = "own",
+        text_source: str = "reference") -> dict:
     rows = load_rows(manifests, limit)  # first: a bad manifest costs no model load
     device = resolve_device(device)
     model = load_model(model_dir, device=device, dtype=resolve_dtype(dtype, device))
     a = analyze_model(model, rows, inputs=inputs, tasks=tasks, tokens=tokens, batch_size=batch_size,
-                      model_dir=model_dir)
+                      model_dir=model_dir, end=end, text_source=text_source)
     a["data"]["manifests"] = [str(Path(m).resolve()) for m in manifests]
     a["data"]["limit"] = limit
     a["device"], a["dtype"] = device, dtype
@@ -472,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
                    help="weights and activations (default: float32; auto: bfloat16 on CUDA, else float32); "
                         "states are compared in float32 whatever this is")
+    p.add_argument("--end", default="own", choices=tuple(ENDS),
+                   help="where both inputs end (the token --tokens last compares): own (default) = " + ENDS["own"]
+                        + "; task = " + ENDS["task"] + "; content = " + ENDS["content"])
+    p.add_argument("--text-source", default="reference", choices=tuple(TEXT_SOURCES),
+                   help="the text input's text: reference (default) = " + TEXT_SOURCES["reference"] + "; source = "
+                        + TEXT_SOURCES["source"])
     p.add_argument("--no-plots", action="store_true", help="skip the heatmap PNGs")
     return p
 
@@ -482,7 +558,7 @@ def main(argv: list[str]) -> int:
     tokens = TOKENS if args.tokens == "both" else (args.tokens,)
     a = run(args.model or default_model_dir(), args.data, args.out, inputs=inputs, tasks=parse_tasks(args.tasks),
             tokens=tokens, limit=args.limit, batch_size=args.batch_size, device=args.device,
-            dtype=args.dtype, plots=not args.no_plots)
+            dtype=args.dtype, plots=not args.no_plots, end=args.end, text_source=args.text_source)
     tok = tokens[0]
     first = a["inputs"][0]
     best = a["results"][tok][first][a["tasks"][0]]["best"]

@@ -33,6 +33,13 @@ reading the audio from its first step. The stages below are that recipe, extende
 - ``joint``: both connected through the ``ctc_compress`` projector (its MLP residual zero-init),
   trained end to end on transcription + en->fr + en->de with an auxiliary CTC loss, augmented
   like the end of ``ctc``; ``--joint-lr-encoder 0`` freezes the encoder and CTC head instead.
+- variants of the joint stage, each in its own ``--out`` with ``--base-run`` pointing at the run
+  whose prep, text and ctc stages it reuses (so a variant costs one joint stage): ``--joint-decoder
+  frozen`` (only the projector and the encoder train: SLAM with a frozen LLM), ``--joint-decoder
+  lora`` (LoRA adapters on the decoder, merged at ship), ``--joint-projector stack_mlp`` (a new
+  MLP over stacked encoder frames, outside the decoder's embedding space; with
+  ``--joint-lr-encoder 0``). ``connect`` writes the text and ctc checkpoints connected before any
+  joint step (``<out>/connected``): the decoder as it was before it saw speech.
 - ``ship``: the joint model in fp16 to ``<out>/ship`` (a model dir with provenance: recipe, data,
   minutes, dev scores, fingerprint). It never writes into the package: the shipped demo changes
   only by a release, ``scripts/release_demo.py --demo <out>/ship``.
@@ -81,7 +88,10 @@ from .options import add_options, config_from_args, option, to_argv
 from .rows import reference
 
 log = logging.getLogger(__name__)
-STAGES = ("prep", "text", "ctc", "joint", "ship")
+STAGES = ("prep", "text", "ctc", "joint", "ship", "connect")
+JOINT_DECODER = ("full", "frozen", "lora")
+#: stages a variant (``--base-run``) reads from the base run instead of running them itself
+SHARED_STAGES = ("prep", "text", "ctc")
 TASK_MIX = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")]
 
 
@@ -130,6 +140,20 @@ class TrainConfig:
     init_from: str = option("", "continue training: the joint stage starts from this model dir (e.g. the shipped "
                                 "demo model) instead of the text/ctc checkpoints; run --stage prep first for the "
                                 "feature cache")
+    base_run: str = option("", "a variant of a finished recipe: read prep's tokenizer and features and the text "
+                               "and ctc checkpoints from this run dir, so only the joint stage (then ship) runs "
+                               "in --out")
+    joint_decoder: str = option("full", "joint stage: the decoder trains fully (the demo recipe), stays frozen "
+                                        "(only the projector, and the encoder unless --joint-lr-encoder 0, train: "
+                                        "SLAM with a frozen LLM) or through LoRA adapters (merged at ship)",
+                                choices=JOINT_DECODER)
+    joint_projector: str = option("", "joint stage: connect through a new projector of this kind instead of "
+                                      "--projector's: stack_mlp = an MLP over --stack stacked encoder frames, "
+                                      "trained from scratch, its output outside the decoder's word-embedding "
+                                      "space (SLAM-LLM's kind; no CTC head, so it needs --joint-lr-encoder 0)",
+                                  choices=("stack_mlp",))
+    joint_lora_r: int = option(16, "joint stage with --joint-decoder lora: LoRA rank")
+    joint_lora_alpha: int = option(32, "joint stage with --joint-decoder lora: LoRA alpha")
     cores: int = option(0, "CPU cores the recipe plans with (0: those this process may use): text and ctc run side "
                            "by side on half each, the one left takes all once the other is done; the other "
                            "stages use all")
@@ -141,6 +165,11 @@ class TrainConfig:
 
 #: in the joint stage's dir of a continued run: the parent model's provenance when the run began
 PARENT_FILE = "parent_provenance.json"
+
+
+def source_dir(cfg: TrainConfig, stage: str) -> Path:
+    """Where a finished stage's outputs are read from: the base run's for a variant's shared stages."""
+    return Path(cfg.base_run if cfg.base_run and stage in SHARED_STAGES else cfg.out) / stage
 
 
 def stage_dir(cfg: TrainConfig, stage: str) -> Path:
@@ -187,15 +216,15 @@ def load_tokenizer(cfg: TrainConfig):
 
     if cfg.init_from:
         return AutoTokenizer.from_pretrained(Path(cfg.init_from) / "decoder")
-    return AutoTokenizer.from_pretrained(Path(cfg.out) / "prep" / "tokenizer")
+    return AutoTokenizer.from_pretrained(source_dir(cfg, "prep") / "tokenizer")
 
 
-def build_model(cfg: TrainConfig, tok):
+def build_model(cfg: TrainConfig, tok, projector: str | None = None):
     dec = decoder_config("llama", len(tok), tok, layers=cfg.dec_layers, hidden=cfg.dec_hidden, heads=cfg.dec_heads,
                          kv_heads=cfg.dec_heads, intermediate=cfg.dec_intermediate, max_positions=1024)
     enc = EncoderConfig(n_mels=80, d_model=cfg.enc_dim, layers=cfg.enc_layers, heads=cfg.enc_heads,
                         ffn_dim=cfg.enc_ffn, downsample=4, max_source_positions=int(cfg.max_audio_seconds * 25))
-    return build_slam(tok, dec, enc, projector=cfg.projector, stack=cfg.stack, projector_hidden=4 * cfg.dec_hidden,
+    return build_slam(tok, dec, enc, projector=projector or cfg.projector, stack=cfg.stack, projector_hidden=4 * cfg.dec_hidden,
                       max_audio_seconds=cfg.max_audio_seconds, max_new_tokens=96, seed=cfg.seed)
 
 
@@ -228,7 +257,7 @@ def core_plan(cfg: TrainConfig) -> dict[str, int]:
     an odd one), every other stage on all of them. ``cfg.cores`` 0: ``available_cores()``."""
     n = cfg.cores or available_cores()
     text = max(1, n // 2)
-    return {"prep": n, "text": text, "ctc": max(1, n - text), "joint": n, "ship": n}
+    return {"prep": n, "text": text, "ctc": max(1, n - text), "joint": n, "ship": n, "connect": n}
 
 
 def all_cores_once_done(cfg: TrainConfig, stage: str, other: str):
@@ -373,7 +402,7 @@ def stage_text(cfg: TrainConfig) -> None:
 
 
 def _features(cfg: TrainConfig, split: str) -> dict:
-    return torch.load(Path(cfg.out) / "prep" / f"features-{split}.pt", weights_only=False)
+    return torch.load(source_dir(cfg, "prep") / f"features-{split}.pt", weights_only=False)
 
 
 def _pad(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -508,14 +537,19 @@ def joint_model(cfg: TrainConfig):
 
         return load_model(cfg.init_from, dtype=torch.float32)
     tok = load_tokenizer(cfg)
-    model = build_model(cfg, tok)
-    text = torch.load(Path(cfg.out) / "text" / "ckpt.pt", weights_only=False)["params"]
-    ctc = torch.load(Path(cfg.out) / "ctc" / "ckpt.pt", weights_only=False)["params"]
+    model = build_model(cfg, tok, cfg.joint_projector or None)
+    for stage in ("text", "ctc"):
+        if not (source_dir(cfg, stage) / "DONE").exists():
+            raise SlimError(f"{source_dir(cfg, stage)} has not finished: run `slimspeech train --stage {stage}` "
+                            f"(--out {Path(source_dir(cfg, stage)).parent}) first", param="base_run")
+    text = torch.load(source_dir(cfg, "text") / "ckpt.pt", weights_only=False)["params"]
+    ctc = torch.load(source_dir(cfg, "ctc") / "ckpt.pt", weights_only=False)["params"]
     sd = {k: v for k, v in text.items() if k.startswith("decoder.")}
-    if "blank" in text:
+    if "blank" in text and not cfg.joint_projector:
         sd["projector.blank"] = text["blank"]
     sd.update({k: v for k, v in ctc.items() if k.startswith("encoder.")})
-    sd.update({"projector." + k: v for k, v in ctc.items() if k.startswith("ctc_head.")})
+    if not cfg.joint_projector:  # a new projector kind starts fresh: no CTC head of ours to carry over
+        sd.update({"projector." + k: v for k, v in ctc.items() if k.startswith("ctc_head.")})
     missing = model.load_state_dict(sd, strict=False)
     assert not missing.unexpected_keys, missing.unexpected_keys
     return model
@@ -540,6 +574,7 @@ def stage_joint(cfg: TrainConfig) -> None:
     if cfg.init_from and not (stage_dir(cfg, "joint") / PARENT_FILE).exists():
         # the parent's provenance as it was when training started: ship may overwrite the parent dir
         write_json(stage_dir(cfg, "joint") / PARENT_FILE, Provenance.read(cfg.init_from).to_dict())
+    check_variant(cfg)
     model = joint_model(cfg)
     tok = model.tokenizer
     data, dev = _features(cfg, "train"), _features(cfg, "dev")
@@ -548,17 +583,7 @@ def stage_joint(cfg: TrainConfig) -> None:
     # joint_lr_encoder 0: encoder and CTC head frozen (as SLAM-ASR freezes its encoder): no backward
     # through them and no CTC loss, so a step costs about half
     frozen = cfg.joint_lr_encoder == 0
-    acoustic = list(model.encoder.parameters()) + list(model.projector.ctc_head.parameters())
-    groups = [
-        {"params": list(model.decoder.parameters()), "lr": cfg.joint_lr_decoder},
-        {"params": [p for n, p in model.projector.named_parameters() if not n.startswith("ctc_head.")],
-         "lr": cfg.joint_lr_projector},
-    ]
-    if frozen:
-        for p in acoustic:
-            p.requires_grad_(False)
-    else:
-        groups.append({"params": acoustic, "lr": cfg.joint_lr_encoder})
+    groups = joint_groups(cfg, model)
     opt = torch.optim.AdamW(groups, weight_decay=0.01, betas=(0.9, 0.98))
     n = len(rows)
 
@@ -588,11 +613,73 @@ def stage_joint(cfg: TrainConfig) -> None:
     del tok
 
 
+def check_variant(cfg: TrainConfig) -> None:
+    if cfg.joint_projector and cfg.joint_lr_encoder != 0:
+        raise SlimError(f"--joint-projector {cfg.joint_projector} has no CTC head to train the encoder with: "
+                        "pass --joint-lr-encoder 0 (the encoder frozen, as SLAM-LLM freezes its encoder)",
+                        param="joint_lr_encoder")
+    if cfg.joint_decoder != "full" and cfg.init_from:
+        raise SlimError(f"--joint-decoder {cfg.joint_decoder} is a variant of the recipe's joint stage: use "
+                        "--base-run, not --init-from", param="joint_decoder")
+
+
+def joint_groups(cfg: TrainConfig, model) -> list[dict]:
+    """The joint stage's optimizer groups; sets what trains. ``--joint-decoder lora`` injects LoRA
+    adapters into the decoder's projections in place (``model``'s own modules; peft freezes the rest)."""
+    acoustic = list(model.encoder.parameters()) + list(getattr(model.projector, "ctc_head", torch.nn.Identity())
+                                                       .parameters())
+    if cfg.joint_decoder == "lora":
+        from .heal import attach_lora
+
+        attach_lora(model, cfg.joint_lora_r, cfg.joint_lora_alpha)
+    projector = [p for n, p in model.projector.named_parameters() if not n.startswith("ctc_head.")]
+    for p in projector:
+        p.requires_grad_(True)
+    decoder = {"full": list(model.decoder.parameters()), "frozen": [],
+               "lora": [p for n, p in model.decoder.named_parameters() if "lora_" in n]}[cfg.joint_decoder]
+    if cfg.joint_decoder == "frozen":
+        for p in model.decoder.parameters():
+            p.requires_grad_(False)
+    groups = [{"params": projector, "lr": cfg.joint_lr_projector}]
+    if decoder:
+        groups.insert(0, {"params": decoder, "lr": cfg.joint_lr_decoder})
+    for p in acoustic:
+        p.requires_grad_(cfg.joint_lr_encoder != 0)
+    if cfg.joint_lr_encoder != 0:
+        groups.append({"params": acoustic, "lr": cfg.joint_lr_encoder})
+    return groups
+
+
 def final_model(cfg: TrainConfig):
     model = joint_model(cfg)
+    if cfg.joint_decoder == "lora":  # the checkpoint holds the adapters in place: load them, then merge
+        from .heal import attach_lora, merge_lora
+
+        peft_model = attach_lora(model, cfg.joint_lora_r, cfg.joint_lora_alpha)
+        state = torch.load(Path(cfg.out) / "joint" / "ckpt.pt", weights_only=False)
+        bad = model.load_state_dict(state["params"], strict=False)
+        assert not bad.unexpected_keys, bad.unexpected_keys
+        return merge_lora(peft_model).eval()
     state = torch.load(Path(cfg.out) / "joint" / "ckpt.pt", weights_only=False)
     model.load_state_dict(state["params"], strict=False)
     return model.eval()
+
+
+def connect(cfg: TrainConfig, dest: Path | None = None) -> Provenance:
+    """The text-stage decoder and the ctc-stage encoder connected before any joint step (the projector
+    as the joint stage starts it) in fp16 to ``dest`` (default ``<out>/connected``): the decoder as
+    the "pretrained LLM" was before it saw speech, for ``slimspeech analyze`` (``--inputs text``)."""
+    dest = Path(dest) if dest is not None else Path(cfg.out) / "connected"
+    model = joint_model(cfg).eval()
+    ran = {f"{s}_steps": read_json(source_dir(cfg, s) / "DONE")["steps"] for s in ("text", "ctc")}
+    model = model.half()
+    prov = Provenance(produced_by="slimspeech train", created=now(), parent=None, removed_layers=[], extra={
+        "recipe": dataclasses.asdict(dataclasses.replace(cfg, **ran, joint_steps=0)),
+        "stage": "connect: text + ctc checkpoints, no joint step (the decoder before it saw speech)",
+        "sources": {s: str(source_dir(cfg, s).resolve()) for s in ("text", "ctc")},
+    }).describing(model)
+    model.save(dest, provenance=prov.to_dict())
+    return prov
 
 
 def ship(cfg: TrainConfig, dest: Path | None = None) -> Provenance:
@@ -602,14 +689,14 @@ def ship(cfg: TrainConfig, dest: Path | None = None) -> Provenance:
     if not (Path(cfg.out) / "joint" / "DONE").exists():
         raise SlimError(f"{cfg.out}/joint has not finished: run `slimspeech train --stage joint` first")
     # the recipe records what ran: each stage's own step count, whatever this command's flags say
-    ran = {f"{s}_steps": read_json(Path(cfg.out) / s / "DONE")["steps"]
-           for s in ("text", "ctc", "joint") if (Path(cfg.out) / s / "DONE").exists()}
+    ran = {f"{s}_steps": read_json(source_dir(cfg, s) / "DONE")["steps"]
+           for s in ("text", "ctc", "joint") if (source_dir(cfg, s) / "DONE").exists()}
     cfg = dataclasses.replace(cfg, **ran)
     model = final_model(cfg)
     dev = _features(cfg, "dev")
     scores = evaluate_features(model, dev["rows"], dev["feats"])
-    minutes = {s: round(read_json(Path(cfg.out) / s / "DONE")["elapsed_s"] / 60, 1)
-               for s in ("text", "ctc", "joint") if (Path(cfg.out) / s / "DONE").exists()}
+    minutes = {s: round(read_json(source_dir(cfg, s) / "DONE")["elapsed_s"] / 60, 1)
+               for s in ("text", "ctc", "joint") if (source_dir(cfg, s) / "DONE").exists()}
     if cfg.init_from:  # continued training: the parent's minutes count too
         saved = Path(cfg.out) / "joint" / PARENT_FILE
         parent = Provenance.from_dict(read_json(saved)) if saved.exists() else Provenance.read(cfg.init_from)
@@ -633,7 +720,9 @@ def ship(cfg: TrainConfig, dest: Path | None = None) -> Provenance:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspeech train", description=__doc__.splitlines()[0])
     p.add_argument("--stage", default="all", choices=("all",) + STAGES,
-                   help="one stage, or all (default): prep, then text and ctc side by side, then joint")
+                   help="one stage, or all (default): prep, then text and ctc side by side, then joint (with "
+                        "--base-run: joint alone); ship: the joint model to <out>/ship; connect: the text and ctc "
+                        "checkpoints connected before any joint step to <out>/connected (the pretrained decoder)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of this process (default: the stage's share of --cores)")
     add_options(p, TrainConfig, title="recipe")
@@ -641,7 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_stage(cfg: TrainConfig, stage: str) -> None:
-    {"prep": prep, "text": stage_text, "ctc": stage_ctc, "joint": stage_joint, "ship": ship}[stage](cfg)
+    {"prep": prep, "text": stage_text, "ctc": stage_ctc, "joint": stage_joint, "ship": ship,
+     "connect": connect}[stage](cfg)
 
 
 def stage_command(cfg: TrainConfig, stage: str, threads: int) -> list[str]:
@@ -662,6 +752,10 @@ def main(argv: list[str]) -> int:
     if args.stage != "all":
         torch.set_num_threads(args.threads or plan[args.stage])
         run_stage(cfg, args.stage)
+        return 0
+    if cfg.base_run:  # a variant: the shared stages are the base run's
+        torch.set_num_threads(args.threads or plan["joint"])
+        stage_joint(cfg)
         return 0
     torch.set_num_threads(args.threads or plan["prep"])
     prep(cfg)

@@ -6,7 +6,9 @@
 #   export the healed backbone at that fraction (its scores in its provenance) to runs/; copy the
 #   small outputs (JSON, CSV, PNG, markdown) to docs/demo. Shipping it as the demo's pruned export is
 #   a deliberate release: python scripts/release_demo.py --pruned runs/prune-demo/export
-# Usage: bash scripts/prune_demo.sh            (env: DATA, OUT, DOCS, FRACTIONS, HEAL_STEPS, EVAL_LIMIT, EXPORT)
+# Usage: bash scripts/prune_demo.sh            (env: DATA, OUT, DOCS, FRACTIONS, HEAL_STEPS, EVAL_LIMIT, EXPORT,
+#        SEEDS: healing runs per fraction, default 1; SEEDS=3 on an existing sweep dir adds runs 1 and 2 and
+#        chooses the fraction by the 95% interval's upper bound)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data/bench}
@@ -19,7 +21,7 @@ M=speechllm/assets/demo
 $S sweep --model "$M" --data "$DATA/train.jsonl" --analysis-data "$DATA/dev.jsonl" --analysis-limit 200 \
   --eval-data "$DATA/test-clean.jsonl" "$DATA/test-noisy.jsonl" "$DATA/test-unseen-voice.jsonl" \
   --fractions "${FRACTIONS:-0.17,0.25,0.33,0.42,0.5}" --heal-steps "${HEAL_STEPS:-200}" \
-  --eval-limit "${EVAL_LIMIT:-300}" --out "$OUT/sweep"
+  --eval-limit "${EVAL_LIMIT:-300}" --seeds "${SEEDS:-1}" --out "$OUT/sweep"
 F=$(.venv/bin/python - "$OUT/sweep/sweep.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))

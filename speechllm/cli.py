@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "heal": ("prune_tools.heal:main", "heal a pruned model (LoRA on the decoder + projector)"),
     "evaluate": ("prune_tools.evaluate:main", "WER / BLEU / chrF per split and task, vs a base model"),
     "sweep": ("prune_tools.sweep:main", "prune + heal + evaluate over pruning fractions"),
+    "agreement": ("prune_tools.agreement:main", "block-ranking agreement between analyses (the Figure-1 grid)"),
     "export": ("prune_tools.export:main", "export the final shared ASR + AST backbone"),
     "transcribe": ("speechllm.transcribe_cli:main", "transcribe or translate audio files"),
     "serve": ("server.main:cli", "serve models over the OpenAI audio API"),

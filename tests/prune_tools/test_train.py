@@ -87,8 +87,10 @@ def test_stages_run_in_the_shared_loop_resume_and_ship(tiny_data, prepped, tmp_p
 def test_core_plan_and_child_commands(tiny_data, tmp_path):
     """The stages' threads follow --cores; a child runs exactly the parent's recipe, whatever the values
     (an --out named "all" included: the flags are parsed, not filtered)."""
-    assert core_plan(TrainConfig(cores=2)) == {"prep": 2, "text": 1, "ctc": 1, "joint": 2, "ship": 2}
-    assert core_plan(TrainConfig(cores=5)) == {"prep": 5, "text": 2, "ctc": 3, "joint": 5, "ship": 5}
+    assert core_plan(TrainConfig(cores=2)) == {"prep": 2, "text": 1, "ctc": 1, "joint": 2, "ship": 2,
+                                                 "connect": 2}
+    assert core_plan(TrainConfig(cores=5)) == {"prep": 5, "text": 2, "ctc": 3, "joint": 5, "ship": 5,
+                                                 "connect": 5}
     assert core_plan(TrainConfig(cores=1))["text"] == core_plan(TrainConfig(cores=1))["ctc"] == 1
     assert core_plan(TrainConfig())["joint"] >= 1
     cfg = config_from_args(TrainConfig, build_parser().parse_args(
