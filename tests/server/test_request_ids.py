@@ -4,6 +4,7 @@ server's log lines about a request carry its id, as text or JSON (``--log-format
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -93,18 +94,27 @@ def test_an_insane_client_id_is_replaced(server, sent):
     assert server.get("/health", headers={"X-Request-Id": "y" * 128}).headers["x-request-id"] == "y" * 128
 
 
-@pytest.fixture
-def json_log():
-    """The server's log lines, as --log-format json writes them (JSON objects)."""
+@contextlib.contextmanager
+def captured_log(fmt: str):
+    """The root logger's lines at INFO, as ``--log-format fmt`` writes them, into a string buffer."""
     stream = io.StringIO()
-    handler = make_handler("json", stream)
+    handler = make_handler(fmt, stream)
     root = logging.getLogger()
     before = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    root.removeHandler(handler)
-    root.setLevel(before)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(before)
+
+
+@pytest.fixture
+def json_log():
+    """The server's log lines, as --log-format json writes them (JSON objects)."""
+    with captured_log("json") as stream:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 def test_log_lines_carry_the_request_id(server, speech_bytes, json_log):
@@ -127,18 +137,9 @@ def test_log_lines_carry_the_request_id(server, speech_bytes, json_log):
 
 
 def test_text_log_lines_carry_the_request_id(server, speech_bytes):
-    stream = io.StringIO()
-    handler = make_handler("text", stream)
-    root = logging.getLogger()
-    before = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
+    with captured_log("text") as stream:
         server.post("/v1/audio/transcriptions", headers={**AUTH, "X-Request-Id": "text-7"},
                     files={"file": ("a.wav", speech_bytes[0], "audio/wav")}, data={"model": "base"})
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(before)
     assert re.search(r" INFO server\.service \[text-7\] base transcribe: 200, ", stream.getvalue()), stream.getvalue()
 
 
