@@ -33,10 +33,13 @@ log = logging.getLogger(__name__)
 class WordTimes:
     def __init__(self):
         self._aligners: dict[str, object] = {}
+        self._why_not: dict[str, str | None] = {}  # per model: read from its spec once, not per request
         self._lock = threading.Lock()
 
     def unavailable(self, info: ModelInfo) -> str | None:
-        return word_timestamps_unavailable(read_spec(info.path))
+        if info.name not in self._why_not:
+            self._why_not[info.name] = word_timestamps_unavailable(read_spec(info.path))
+        return self._why_not[info.name]
 
     def _aligner(self, info: ModelInfo):
         with self._lock:  # one load per model, even when its first requests come together
