@@ -56,11 +56,9 @@ class ShadowRule:
 
 
 def parse_shadow(value) -> dict[str, ShadowRule]:
-    """``"a=b:0.5,c=d"``, a list of such strings, or rules -> {model: rule} (fraction default 1)."""
+    """``"a=b:0.5,c=d"`` or a list of such strings -> {model: rule} (fraction default 1)."""
     if value is None or value == "":
         return {}
-    if isinstance(value, dict):
-        return {k: v if isinstance(v, ShadowRule) else parse_shadow(f"{k}={v}")[k] for k, v in value.items()}
     parts = value.split(",") if isinstance(value, str) else [p for v in value for p in str(v).split(",")]
     out: dict[str, ShadowRule] = {}
     for part in (p for p in parts if p.strip()):
