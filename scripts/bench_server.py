@@ -13,11 +13,13 @@ model, device and threads; one after another):
     with the server's own split of that time (from /metrics: queue, encoder, decode, the rest);
   * closed-loop throughput (requests/s, p50/p95 latency) at 1, 8 and 32 concurrent clients, the servers
     in turn, in ``--load-rounds`` rounds;
-  * open-loop Poisson arrivals at 80% of the static batcher's capacity (its req/s at the highest
-    concurrency), the same arrival times for both torch schedulers: p50 / p99 latency;
+  * each torch scheduler's sustained capacity: the highest open-loop Poisson rate its queue keeps up
+    with (bisection between 0.8x its 1-client and its peak closed-loop req/s);
+  * open-loop Poisson arrivals at 80% of the static batcher's sustained capacity, the same arrival
+    times for both torch schedulers: p50 / p99 latency;
   * then one table of the goals' ratios (docs/performance.md records a run).
-Servers: ``slimspeech serve --engine torch --scheduler continuous`` (iteration-level batching),
-``--scheduler static`` (the dynamic batcher: a batch runs to its end), ``--engine vllm`` when
+Servers: ``slimspeech serve --engine torch --scheduler continuous`` (iteration-level batching), the
+same with ``--overlap-encoder on`` (newcomers encoded on a thread of their own), ``--scheduler static`` (the dynamic batcher: a batch runs to its end), ``--engine vllm`` when
 asked, and a naive FastAPI server that calls ``transcribe`` per request, one at a time.
 Ratios within one run are the result: these machines are shared and noisy, absolute numbers drift.
 """
@@ -53,7 +55,9 @@ from fastapi import (  # module level: the naive app's annotations resolve here
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CONTINUOUS, STATIC, NAIVE = "torch continuous", "torch static", "naive (1 at a time)"
+CONTINUOUS, OVERLAP, STATIC, NAIVE = "torch continuous", "torch overlap", "torch static", "naive (1 at a time)"
+#: the torch servers whose goals are printed, in column order
+TORCH = (CONTINUOUS, OVERLAP, STATIC)
 #: the goals of the continuous scheduler: (label, target, higher is better)
 GOALS = {
     "http": ("one request: HTTP / in-process transcribe()", 1.10, False),
@@ -189,19 +193,44 @@ def poisson_arrivals(rate: float, n: int, seed: int = 0) -> list[float]:
 async def open_loop(url: str, audio: bytes, arrivals: list[float]) -> dict:
     """Each request is sent at its arrival time whatever the server's state (open loop); its latency
     counts from that time, so a client that falls behind still charges the wait to the server."""
-    latencies: list[float] = []
+    latencies: list[float] = [0.0] * len(arrivals)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         t0 = time.perf_counter()
 
-        async def one(at: float):
+        async def one(i: int, at: float):
             await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
             (await _apost(client, url, audio)).raise_for_status()
-            latencies.append(time.perf_counter() - (t0 + at))
+            latencies[i] = time.perf_counter() - (t0 + at)
 
-        await asyncio.gather(*(one(at) for at in arrivals))
+        await asyncio.gather(*(one(i, at) for i, at in enumerate(arrivals)))
         wall = time.perf_counter() - t0
-    return {"latencies": latencies, "wall": wall}
+    return {"latencies": latencies, "wall": wall}  # latencies in send order
+
+
+def sustained(result: dict, rate: float) -> bool:
+    """Whether an open-loop run kept up with its offered ``rate``: it served at least 90% of it and its
+    queue did not grow (the last third of the requests, by send time, waited at most twice the first's)."""
+    lat = result["latencies"]  # in send order
+    third = max(1, len(lat) // 3)
+    served = len(lat) / result["wall"]
+    return served >= 0.9 * rate and statistics.median(lat[-third:]) <= 2 * statistics.median(lat[:third])
+
+
+def sustained_capacity(url: str, audio: bytes, lo: float, hi: float, requests: int, probes: int) -> tuple[float, list]:
+    """The highest open-loop Poisson rate (req/s) the server sustains, by bisection between ``lo``
+    (assumed sustained: e.g. its 1-client throughput x 0.8) and ``hi`` (e.g. its peak closed-loop
+    throughput, which a server fed by randomly spaced arrivals seldom reaches); -> rate, the probes."""
+    tried = []
+    for i in range(probes):
+        rate = (lo + hi) / 2
+        result = asyncio.run(open_loop(url, audio, poisson_arrivals(rate, requests, seed=100 + i)))
+        ok = sustained(result, rate)
+        tried.append((rate, ok, len(result["latencies"]) / result["wall"]))
+        print(f"[bench] capacity probe {rate:.1f} req/s: {'sustained' if ok else 'queue grows'}", file=sys.stderr,
+              flush=True)
+        lo, hi = (rate, hi) if ok else (lo, rate)
+    return lo, tried
 
 
 def sequential_times(url: str, audio: bytes, n: int, warmup: int = 0) -> list[float]:
@@ -450,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=4, help="rounds of the one-request phase (all paths in turn)")
     p.add_argument("--one", type=int, default=5, help="requests per path per round of the one-request phase")
     p.add_argument("--poisson-requests", type=int, default=300, help="requests of the open-loop Poisson run")
+    p.add_argument("--capacity-requests", type=int, default=150,
+                   help="requests of each open-loop probe of the capacity search")
+    p.add_argument("--capacity-probes", type=int, default=5, help="probes (bisection steps) of the capacity search")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=10.0)
     p.add_argument("--device", default="cpu")
@@ -492,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: dict[str, list[str]] = {}
     if "torch" in engines:
         servers[CONTINUOUS] = [*serve, "--engine", "torch", "--scheduler", "continuous"]
+        servers[OVERLAP] = [*serve, "--engine", "torch", "--scheduler", "continuous", "--overlap-encoder", "on"]
         servers[STATIC] = [*serve, "--engine", "torch", "--scheduler", "static"]
     if "vllm" in engines:
         servers["vllm"] = [*serve, "--engine", "vllm", *(["--vllm-args", args.vllm_args] if args.vllm_args else [])]
@@ -526,12 +559,18 @@ def main(argv: list[str] | None = None) -> int:
                         parts[label].append(asyncio.run(load(urls[label], audio, c, n)))
             for label, done in parts.items():
                 rows[label][c] = pool_closed_loop(done)
-        poisson, rate = {}, None
+        poisson, rate, capacity, probes = {}, None, {}, {}
         if STATIC in rows and CONTINUOUS in rows:
-            rate = 0.8 * rows[STATIC][hi]["rps"]
+            # capacity = what the static batcher (the scheduler before this one) sustains under Poisson
+            # arrivals, found by bisection between 0.8x its 1-client and its peak closed-loop throughput
+            for label in (label for label in TORCH if label in rows):
+                capacity[label], probes[label] = sustained_capacity(
+                    urls[label], audio, 0.8 * rows[label][min(levels)]["rps"], rows[label][hi]["rps"],
+                    args.capacity_requests, args.capacity_probes)
+            rate = 0.8 * capacity[STATIC]
             arrivals = poisson_arrivals(rate, args.poisson_requests)
             half = len(arrivals) // 2
-            parts = {label: [] for label in (STATIC, CONTINUOUS)}
+            parts = {label: [] for label in TORCH if label in rows}
             for piece in (arrivals[:half], [t - arrivals[half - 1] for t in arrivals[half:]]):  # in turn, twice
                 for label, done in parts.items():
                     print(f"[bench] Poisson at {rate:.1f} req/s: {label}", file=sys.stderr, flush=True)
@@ -545,11 +584,11 @@ def main(argv: list[str] | None = None) -> int:
             spy[name] = summarize_pyspy(profile_dir / f"{name}.txt")
 
     args.urls = urls
-    report(args, inproc.info, wav, one, split, rows, levels, poisson, rate, stages, spy)
+    report(args, inproc.info, wav, one, split, rows, levels, poisson, rate, capacity, probes, stages, spy)
     return 0
 
 
-def report(args, info, wav, one, split, rows, levels, poisson, rate, stages, spy) -> None:
+def report(args, info, wav, one, split, rows, levels, poisson, rate, capacity, probes, stages, spy) -> None:
     hi = max(levels)
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -576,10 +615,17 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, stages, spy
     for c in levels:
         cells = [f"{r[c]['rps']:6.1f} {r[c]['p50']:8.1f} {r[c]['p95']:8.1f}" for r in rows.values()]
         print(f"{c:>11} | " + " | ".join(f"{cell:>26}" for cell in cells))
+    if capacity:
+        print()
+        print(f"sustained capacity: the highest Poisson rate whose queue does not grow ({args.capacity_probes} "
+              f"probes of {args.capacity_requests} requests, bisection):")
+        for label, rps in capacity.items():
+            tried = ", ".join(f"{r:.1f}{'+' if ok else '-'}" for r, ok, _ in probes[label])
+            print(f"  {label:18} {rps:6.1f} req/s   (probes: {tried})")
     if poisson:
         print()
-        print(f"open loop: Poisson arrivals at {rate:.1f} req/s (80% of the static batcher's {hi}-client "
-              f"throughput), {args.poisson_requests} requests:")
+        print(f"open loop: Poisson arrivals at {rate:.1f} req/s (80% of the static batcher's sustained capacity), "
+              f"{args.poisson_requests} requests:")
         for label, r in poisson.items():
             print(f"  {label:18} served {r['rps']:6.1f} req/s   p50 {r['p50']:8.1f} ms   p99 {r['p99']:8.1f} ms   "
                   f"max {r['max']:8.1f} ms")
@@ -602,8 +648,7 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, stages, spy
         print("requests resent after a stale keep-alive connection (counted in their latency): "
               + ", ".join(f"{label} {RETRIED[url]}" for label, url in args.urls.items() if RETRIED[url]))
     print()
-    print("goals (continuous scheduler; static for comparison):")
-    print(f"  {'':52} {'continuous':>10} {'static':>8} {'target':>8}  met")
+    print("goals (met: the servers that meet it; static for comparison):")
     naive = rows.get(NAIVE, {})
 
     def ratios(label):
@@ -618,13 +663,19 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, stages, spy
             out["p99"] = poisson[label]["p99"] / poisson[STATIC]["p99"]
         return out
 
-    cont, stat = ratios(CONTINUOUS), ratios(STATIC)
+    shown = [label for label in TORCH if label in rows]
+    got = {label: ratios(label) for label in shown}
+    print(f"  {'':52} " + " ".join(f"{label.removeprefix('torch '):>10}" for label in shown) + f" {'target':>8}  met")
     for key, (label, target, higher) in GOALS.items():
-        if key not in cont:
+        if key not in got[CONTINUOUS]:
             continue
-        met = cont[key] >= target if higher else cont[key] <= target
-        print(f"  {label.format(hi=hi):52} {cont[key]:9.2f}x {stat.get(key, float('nan')):7.2f}x "
-              f"{('>= ' if higher else '<= ') + f'{target:g}x':>8}  {'yes' if met else 'NO'}")
+        met = [srv.removeprefix("torch ") for srv in shown if srv != STATIC and key in got[srv]
+               and (got[srv][key] >= target if higher else got[srv][key] <= target)]
+        print(f"  {label.format(hi=hi):52} " + " ".join(f"{got[s].get(key, float('nan')):9.2f}x" for s in shown)
+              + f" {('>= ' if higher else '<= ') + f'{target:g}x':>8}  {', '.join(met) or 'NO'}")
+    if capacity.get(STATIC):
+        print(f"  {'sustained capacity / static':52} "
+              + " ".join(f"{capacity[s] / capacity[STATIC]:9.2f}x" for s in shown) + f" {'-':>8}  (recorded)")
 
 
 if __name__ == "__main__":
