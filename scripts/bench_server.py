@@ -18,8 +18,8 @@ model, device and threads; one after another):
   * open-loop Poisson arrivals at 80% of the static batcher's sustained capacity, the same arrival
     times for both torch schedulers: p50 / p99 latency;
   * then one table of the goals' ratios (docs/performance.md records a run).
-Servers: ``slimspeech serve --engine torch --scheduler continuous`` (iteration-level batching), the
-same with ``--overlap-encoder on`` (newcomers encoded on a thread of their own), ``--scheduler static`` (the dynamic batcher: a batch runs to its end), ``--engine vllm`` when
+Servers: ``slimspeech serve --engine torch --scheduler continuous`` (iteration-level batching),
+``--scheduler static`` (the dynamic batcher: a batch runs to its end), ``--engine vllm`` when
 asked, and a naive FastAPI server that calls ``transcribe`` per request, one at a time.
 Ratios within one run are the result: these machines are shared and noisy, absolute numbers drift.
 """
@@ -55,9 +55,9 @@ from fastapi import (  # module level: the naive app's annotations resolve here
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CONTINUOUS, OVERLAP, STATIC, NAIVE = "torch continuous", "torch overlap", "torch static", "naive (1 at a time)"
+CONTINUOUS, STATIC, NAIVE = "torch continuous", "torch static", "naive (1 at a time)"
 #: the torch servers whose goals are printed, in column order
-TORCH = (CONTINUOUS, OVERLAP, STATIC)
+TORCH = (CONTINUOUS, STATIC)
 #: the goals of the continuous scheduler: (label, target, higher is better)
 GOALS = {
     "http": ("one request: HTTP / in-process transcribe()", 1.10, False),
@@ -524,7 +524,6 @@ def main(argv: list[str] | None = None) -> int:
     servers: dict[str, list[str]] = {}
     if "torch" in engines:
         servers[CONTINUOUS] = [*serve, "--engine", "torch", "--scheduler", "continuous"]
-        servers[OVERLAP] = [*serve, "--engine", "torch", "--scheduler", "continuous", "--overlap-encoder", "on"]
         servers[STATIC] = [*serve, "--engine", "torch", "--scheduler", "static"]
     if "vllm" in engines:
         servers["vllm"] = [*serve, "--engine", "vllm", *(["--vllm-args", args.vllm_args] if args.vllm_args else [])]

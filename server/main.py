@@ -153,9 +153,6 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--dtype": ("dtype", str, "auto | float32 | bfloat16 | float16 (default auto)"),
     "--scheduler": ("scheduler", str, "engine torch: continuous (join/leave a running decode at each step) | "
                                       "static (a batch runs to its end) (default continuous)"),
-    "--overlap-encoder": ("overlap_encoder", str, "engine torch, continuous: on | off (default off): encode newcomers "
-                                                  "on their own thread while the running rows decode (on CPU each "
-                                                  "thread gets half the cores unless --threads)"),
     "--max-batch-size": ("max_batch_size", int, "most requests decoded together per model (default 8)"),
     "--max-wait-ms": ("max_wait_ms", float, "static: longest wait for a batch to fill; continuous: longest wait "
                                             "for a burst on an idle server (default 10)"),

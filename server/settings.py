@@ -66,10 +66,6 @@ class Settings(BaseSettings):
     #: engine torch: ``continuous`` (requests join and leave a running decode at each step) or
     #: ``static`` (a batch runs to its end while newcomers wait; for comparison)
     scheduler: Literal["continuous", "static"] = "continuous"
-    #: engine torch, continuous scheduler: encode newcomers on a thread of their own, overlapped with
-    #: the running rows' decode steps (on CPU, each of the two threads gets half the cores unless
-    #: ``threads`` is set)
-    overlap_encoder: bool = False
     #: most requests decoded together per model (continuous: rows in a step; static: a batch)
     max_batch_size: int = Field(8, ge=1, le=1024)
     #: static: longest a request waits for others to fill its batch; continuous: the most an idle
@@ -128,15 +124,6 @@ class Settings(BaseSettings):
     vllm_max_model_len: int | None = Field(None, ge=16)
     #: any other AsyncEngineArgs field, as a JSON object, e.g. '{"enforce_eager": true}'
     vllm_args: Annotated[dict, NoDecode] = Field(default_factory=dict)
-
-    @field_validator("overlap_encoder")
-    @classmethod
-    def _overlap_encoder(cls, value, info):
-        engine, scheduler = info.data.get("engine"), info.data.get("scheduler")  # fields declared above it
-        if value and (engine != "torch" or scheduler != "continuous"):
-            raise ValueError(f"needs engine torch with the continuous scheduler (not engine {engine}, "
-                             f"scheduler {scheduler}): drop it or serve with --engine torch --scheduler continuous")
-        return value
 
     @field_validator("models", mode="before")
     @classmethod

@@ -5,7 +5,6 @@ and leave it when they finish (one ``DecodeLoop`` per served model, driven by
     loop = DecodeLoop(runner, max_new_tokens=None)   # runner: a loaded TorchRunner
     loop.admit(handles)    # encoder + projector of the newcomers (a clip that fails, fails alone),
                            # their prefill as one (k, T, D) batch: each gets its first token and joins
-                           # (= loop.join(loop.encode(handles)); encode may run on another thread)
     loop.step()            # one token for every row: (B, 1, D) in, (B,) tokens out; rows that hit
                            # EOS, their token budget or a cancel resolve their handles and leave
     loop.rows              # rows decoding now
@@ -48,16 +47,6 @@ class _Row:
     batch_size: int = 0
 
 
-@dataclass
-class Encoded:
-    """Newcomers after the encoder: per handle its prompt embedding or the exception its clip raised."""
-
-    handles: list[RequestHandle]
-    prompts: list
-    started: float
-    finished: float
-
-
 class _Outbox:
     """What one step tells the event loop (handle methods: emit, finish, fail), posted as one
     callback per event loop instead of one wake-up per row."""
@@ -97,31 +86,18 @@ class DecodeLoop:
         return len(self.active)
 
     # ---- joining --------------------------------------------------------------------------
+    @torch.inference_mode()
     def admit(self, handles: list[RequestHandle]) -> None:
         """Encode the newcomers (one encoder batch), prefill them (one decoder batch) and add them as rows."""
-        encoded = self.encode(handles)
-        if encoded is not None:
-            self.join(encoded)
-
-    @torch.inference_mode()
-    def encode(self, handles: list[RequestHandle]) -> Encoded | None:
-        """Encoder + projector of the newcomers, one batch (None when all were cancelled). It touches no
-        row: the scheduler may run it on a thread of its own while ``step`` runs."""
         live = [h for h in handles if not h.cancelled]
         if not live:
-            return None
+            return
         t0 = time.perf_counter()
         prompts = self.runner.encode_prompts(live, to_cpu=False)
         self.runner.sync()
-        return Encoded(live, prompts, t0, time.perf_counter())
-
-    @torch.inference_mode()
-    def join(self, encoded: Encoded) -> None:
-        """Prefill encoded newcomers (one decoder batch) and add them as rows; a clip that failed to
-        encode fails alone."""
-        t0, t1 = encoded.started, encoded.finished
+        t1 = time.perf_counter()
         rows, ok = [], []
-        for h, p in zip(encoded.handles, encoded.prompts):
+        for h, p in zip(live, prompts):
             if isinstance(p, Exception):  # this clip failed alone (runner.encode_prompts)
                 self.outbox.add(h.fail, as_api_error(p))
             elif not h.cancelled:

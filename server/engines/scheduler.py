@@ -138,10 +138,6 @@ class Stepper(Protocol):
 
     def admit(self, handles: list[RequestHandle]) -> None: ...
 
-    def encode(self, handles: list[RequestHandle]): ...  # -> None or an object with .handles
-
-    def join(self, encoded: object) -> None: ...
-
     def step(self) -> None: ...
 
     def fail_all(self, exc: BaseException) -> None: ...
@@ -163,12 +159,6 @@ class ContinuousScheduler:
     A request that arrives while others decode thus waits at most one step plus the newcomers'
     encoding; a finished row leaves at once and its slot is free at the next turn.
 
-    With ``encoder`` (a second one-thread executor: ``--overlap-encoder on``), the newcomers'
-    encoder + projector run there while the drive loop keeps stepping the running rows; the loop
-    prefills them (``join``) at the first turn after their encoding is done. On a CPU with the cores
-    split between the two threads, the encoder of one batch and the decode steps of another use
-    different cores, and the running rows do not stall while newcomers are encoded.
-
     Waiting: none on a busy device, and none on an idle one when requests come apart. Only when the
     device is idle and requests have been arriving close together (the moving average of the gaps
     between arrivals is under half of ``max_wait_s``) does the loop wait for more to fill the
@@ -182,18 +172,14 @@ class ContinuousScheduler:
     #: weight of the newest admission in the moving average of an admission's duration, per model
     COST_WEIGHT = 0.2
 
-    def __init__(self, executor: Executor, *, max_batch_size: int, max_wait_s: float,
-                 encoder: Executor | None = None):
+    def __init__(self, executor: Executor, *, max_batch_size: int, max_wait_s: float):
         self.executor = executor
-        self.encoder = encoder
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self._steppers: dict[str, Stepper] = {}
         self._cond = threading.Condition()
         self._pending: deque[RequestHandle] = deque()
         self._admitting = 0
-        self._encoding: dict[str, int] = {}  # per model: newcomers on the encoder thread now
-        self._encoded: deque[tuple[str, object, float]] = deque()  # (model, encoded, started) to join
         self._driving = False
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -231,8 +217,7 @@ class ContinuousScheduler:
         return len(self._pending)
 
     def in_flight(self) -> int:
-        return (len(self._pending) + self._admitting + sum(self._encoding.values())
-                + sum(s.rows for s in self._steppers.values()))
+        return len(self._pending) + self._admitting + sum(s.rows for s in self._steppers.values())
 
     async def stop(self) -> None:
         """Stop accepting; every accepted request still runs; returns once all have finished."""
@@ -257,8 +242,7 @@ class ContinuousScheduler:
                 self._drained.set()
 
     def _busy(self) -> bool:
-        """Rows decoding, or newcomers on the encoder thread or waiting to join (holds the lock)."""
-        return any(s.rows for s in self._steppers.values()) or any(self._encoding.values()) or bool(self._encoded)
+        return any(s.rows for s in self._steppers.values())
 
     def _linger(self) -> None:
         """Idle device, requests queued: wait for more while they arrive close together (holds the lock)."""
@@ -290,13 +274,12 @@ class ContinuousScheduler:
         taken: dict[str, list[RequestHandle]] = {}
         for m, handles in queued.items():
             stepper = self._steppers[m]
-            room = self.max_batch_size - stepper.rows - self._encoding.get(m, 0)
+            room = self.max_batch_size - stepper.rows
             group = handles[:room]
             if not group:
                 continue
             cost = self._admit_cost.get(m, 0.0)
-            running = stepper.rows + self._encoding.get(m, 0)
-            if running and len(group) < room and self._gap < cost and not self._stopping:
+            if stepper.rows and len(group) < room and self._gap < cost and not self._stopping:
                 if sum(now - h.submitted_at for h in group) < cost:
                     continue  # more are on their way; its rows keep decoding meanwhile
             taken[m] = group
@@ -317,28 +300,17 @@ class ContinuousScheduler:
                             return
                         self._linger()
                     taken = self._take()
-                    if self.encoder is not None:
-                        for model, handles in taken.items():
-                            self._encoding[model] = self._encoding.get(model, 0) + len(handles)
-                            self.encoder.submit(self._encode, model, handles)
-                        taken = {}
-                        ready, self._encoded = list(self._encoded), deque()
-                        if not ready and not any(s.rows for s in self._steppers.values()):
-                            self._cond.wait()  # only encodings in flight: wait for one to finish
-                            continue
-                    else:
-                        ready = []
                     self._admitting = sum(map(len, taken.values()))
                 for model, handles in taken.items():
                     t = time.perf_counter()
                     for h in handles:
                         h.dispatched_at = t
-                    self._run(model, self._steppers[model].admit, handles, handles)
-                    self._record_cost(model, time.perf_counter() - t)
+                    self._run(model, self._steppers[model].admit, handles)
+                    took = time.perf_counter() - t
+                    prev = self._admit_cost.get(model)
+                    self._admit_cost[model] = took if prev is None else \
+                        (1 - self.COST_WEIGHT) * prev + self.COST_WEIGHT * took
                 self._admitting = 0
-                for model, encoded, started in ready:
-                    self._run(model, self._steppers[model].join, encoded, encoded.handles)
-                    self._record_cost(model, time.perf_counter() - started)
                 for model, stepper in self._steppers.items():
                     if stepper.rows:
                         self._run(model, stepper.step)
@@ -347,8 +319,6 @@ class ContinuousScheduler:
             err = as_api_error(exc)
             with self._cond:
                 failed, self._pending = list(self._pending), deque()
-                failed += [h for _, encoded, _ in self._encoded for h in encoded.handles]
-                self._encoded = deque()
                 self._driving = False
             for h in failed:
                 h.loop.call_soon_threadsafe(h.fail, err)
@@ -356,37 +326,13 @@ class ContinuousScheduler:
                 stepper.fail_all(exc)
             self._loop.call_soon_threadsafe(self._mark_drained)
 
-    def _record_cost(self, model: str, took: float) -> None:
-        prev = self._admit_cost.get(model)
-        self._admit_cost[model] = took if prev is None else (1 - self.COST_WEIGHT) * prev + self.COST_WEIGHT * took
-
-    def _encode(self, model: str, handles: list[RequestHandle]) -> None:
-        """On the encoder thread: encode newcomers, hand them to the drive loop; a failure fails them alone."""
-        t = time.perf_counter()
-        for h in handles:
-            h.dispatched_at = t
-        encoded = None
+    def _run(self, model: str, fn, *args) -> None:
+        """A stepper call; one that raises fails that model's rows (and the handles it was given), not the loop."""
         try:
-            encoded = self._steppers[model].encode(handles)
-        except Exception as exc:  # runner.encode_prompts fails a bad clip alone: this is a bug
-            log.exception("model %r: encoding %d newcomers failed", model, len(handles))
-            err = as_api_error(exc)
-            for h in handles:
-                h.loop.call_soon_threadsafe(h.fail, err)
-        with self._cond:
-            self._encoding[model] -= len(handles)
-            if encoded is not None:
-                self._encoded.append((model, encoded, t))
-            self._cond.notify_all()
-
-    def _run(self, model: str, fn, arg=None, handles=()) -> None:
-        """A stepper call (``fn(arg)``, or ``fn()``); one that raises fails that model's rows and ``handles``
-        (the newcomers it was given), not the loop."""
-        try:
-            fn() if arg is None else fn(arg)
+            fn(*args)
         except Exception as exc:
             log.exception("model %r: %s failed", model, getattr(fn, "__name__", "step"))
             err = as_api_error(exc)
-            for h in handles:
+            for h in args[0] if args else []:
                 h.loop.call_soon_threadsafe(h.fail, err)
             self._steppers[model].fail_all(exc)

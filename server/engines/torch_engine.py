@@ -16,8 +16,6 @@
 
 All model work runs in one worker thread, off the event loop: loading, warm-up and every
 batch or step (one device; the event loop keeps accepting, queueing and streaming meanwhile).
-With ``overlap_encoder`` (continuous only) a second thread runs the newcomers' encoder + projector
-while the first keeps decoding; on CPU the torch threads are then split between the two.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from speechllm.errors import SlimError
@@ -44,18 +41,15 @@ class TorchEngine(BatchedEngine):
 
     def __init__(self, settings: Settings, model_dirs: dict[str, Path]):
         super().__init__(settings, model_dirs, self._execute, "slimspeech-model")
-        self._threads_before: int | None = None  # torch's threads before overlap_encoder split them
 
     @property
     def continuous(self) -> bool:
         return self.settings.scheduler == "continuous"
 
     def make_scheduler(self, execute: Execute):
-        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="slimspeech-encoder") \
-            if self.settings.overlap_encoder else None  # Settings allows it with the continuous scheduler only
         if self.continuous:
             return ContinuousScheduler(self._executor, max_batch_size=self.settings.max_batch_size,
-                                       max_wait_s=self.settings.max_wait_ms / 1000.0, encoder=self._encoder)
+                                       max_wait_s=self.settings.max_wait_ms / 1000.0)
         return super().make_scheduler(execute)
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -67,14 +61,6 @@ class TorchEngine(BatchedEngine):
             torch.set_num_threads(self.settings.threads)
         for name, path in self.model_dirs.items():
             runner = await self._load_runner(name, path)
-            if self._encoder is not None and not self.settings.threads and runner.model.device.type == "cpu":
-                import torch
-
-                if self._threads_before is None:  # two threads run ops at once: half the cores each
-                    self._threads_before = torch.get_num_threads()
-                    torch.set_num_threads(max(1, self._threads_before // 2))
-                    log.info("overlap_encoder: %d torch threads for the encoder and for the decoder each",
-                             torch.get_num_threads())
             if self.continuous:
                 from speechllm.generate import supports_row_batching
 
@@ -101,12 +87,6 @@ class TorchEngine(BatchedEngine):
         self._ready = False
         await self._scheduler.stop()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
-        if self._encoder is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._encoder.shutdown, True)
-        if self._threads_before is not None:  # the process's other torch work gets its threads back
-            import torch
-
-            torch.set_num_threads(self._threads_before)
 
     # ---- requests (static scheduler) ----------------------------------------------------
     async def _execute(self, model: str, batch: list[RequestHandle]) -> None:

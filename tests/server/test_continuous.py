@@ -30,8 +30,6 @@ from speechllm.modeldir import default_model_dir, load_model
 from speechllm.tasks import Task
 
 TASKS = [Task("transcribe"), Task("translate", "fr"), Task("translate", "de")]
-#: the engine's tests run with the encoder on the decode thread and on a thread of its own (overlap_encoder)
-OVERLAP = pytest.mark.parametrize("overlap", [False, True], ids=["encoder-inline", "encoder-overlap"])
 
 
 @pytest.fixture(scope="module")
@@ -136,14 +134,13 @@ def test_a_row_that_leaves_frees_its_cache_columns(demo, clips):
 # ---- the engine --------------------------------------------------------------------------------
 
 
-@OVERLAP
-def test_requests_join_a_running_decode_and_leave_when_done(demo_dir, demo, clips, overlap):
+def test_requests_join_a_running_decode_and_leave_when_done(demo_dir, demo, clips):
     """A long request decodes; others arrive after its first token and join it at the next step;
     a short one that joined late finishes before the long one; every text is the text alone."""
     long_clip, short_clip = clips[3], clips[2]
 
     async def run():
-        engine = _engine(demo_dir, max_batch_size=8, max_wait_ms=0, overlap_encoder=overlap)
+        engine = _engine(demo_dir, max_batch_size=8, max_wait_ms=0)
         await engine.start()
         hook = _slow_down(engine, 0.02)
         first = engine.submit(EngineRequest("demo", Task(), long_clip, stream=True))
@@ -175,10 +172,9 @@ def test_requests_join_a_running_decode_and_leave_when_done(demo_dir, demo, clip
         assert r.encoder_seconds > 0 and r.decode_seconds > 0 and r.prompt_tokens > 0
 
 
-@OVERLAP
-def test_cancel_mid_decode_leaves_the_other_rows_alone(demo_dir, demo, clips, overlap):
+def test_cancel_mid_decode_leaves_the_other_rows_alone(demo_dir, demo, clips):
     async def run():
-        engine = _engine(demo_dir, max_batch_size=8, max_wait_ms=0, overlap_encoder=overlap)
+        engine = _engine(demo_dir, max_batch_size=8, max_wait_ms=0)
         await engine.start()
         hook = _slow_down(engine, 0.02)
         loop = engine._scheduler._steppers["demo"]
@@ -206,10 +202,9 @@ def test_cancel_mid_decode_leaves_the_other_rows_alone(demo_dir, demo, clips, ov
     assert again.text == _alone(demo, clips[0], Task())
 
 
-@OVERLAP
-def test_a_clip_that_fails_while_others_decode_fails_alone(demo_dir, demo, clips, overlap):
+def test_a_clip_that_fails_while_others_decode_fails_alone(demo_dir, demo, clips):
     async def run():
-        engine = _engine(demo_dir, max_batch_size=8, max_wait_ms=0, overlap_encoder=overlap)
+        engine = _engine(demo_dir, max_batch_size=8, max_wait_ms=0)
         await engine.start()
         window = engine.models()["demo"].max_audio_seconds
         hook = _slow_down(engine, 0.02)
@@ -226,42 +221,6 @@ def test_a_clip_that_fails_while_others_decode_fails_alone(demo_dir, demo, clips
     assert isinstance(bad, ApiError) and bad.status == 500 and "ValueError" in bad.message
     assert running.text == _alone(demo, clips[3], Task())
     assert good.text == _alone(demo, clips[1], Task("translate", "de"))
-
-
-@OVERLAP
-def test_running_rows_decode_while_newcomers_encode_only_with_overlap(demo_dir, demo, clips, overlap):
-    """A newcomer's encoder pass is slowed to 0.3 s while a long request decodes: with overlap_encoder
-    the running row takes decode steps during that pass (the encoder has its own thread); without,
-    it stalls until the newcomer is encoded. Texts are the texts alone either way."""
-    async def run():
-        engine = _engine(demo_dir, max_batch_size=8, max_wait_ms=0, overlap_encoder=overlap)
-        await engine.start()
-        model = engine._runners["demo"].model
-        steps, passes = [], []
-        hooks = [_slow_down(engine, 0.01),
-                 model.lm.register_forward_hook(lambda *_: steps.append(time.perf_counter())),
-                 model.encoder.register_forward_pre_hook(lambda *_: passes.append([time.perf_counter()])),
-                 model.encoder.register_forward_pre_hook(lambda *_: time.sleep(0.3) if len(passes) > 1 else None),
-                 model.encoder.register_forward_hook(lambda *_: passes[-1].append(time.perf_counter()))]
-        running = engine.submit(EngineRequest("demo", Task(), clips[3], stream=True))
-        await _first_delta(running)
-        newcomer = engine.submit(EngineRequest("demo", Task("translate", "fr"), clips[0]))
-        results = [await running.result(), await newcomer.result()]
-        for h in hooks:
-            h.remove()
-        await engine.stop()
-        return results, steps, passes
-
-    (running, newcomer), steps, passes = asyncio.run(run())
-    assert len(passes) == 2  # the running request's pass, the newcomer's (slowed)
-    start, end = passes[1]
-    during = sum(start < t < end for t in steps)
-    if overlap:
-        assert during >= 3, f"{during} decode steps during the newcomer's {end - start:.2f} s encoder pass"
-    else:
-        assert during == 0
-    assert running.text == _alone(demo, clips[3], Task())
-    assert newcomer.text == _alone(demo, clips[0], Task("translate", "fr"))
 
 
 @pytest.mark.parametrize("scheduler", ["continuous", "static"])
@@ -282,12 +241,11 @@ def test_a_lone_request_on_an_idle_server_does_not_wait(demo_dir, clips, schedul
         assert r.queue_seconds >= 1.0
 
 
-@OVERLAP
-def test_a_burst_on_an_idle_server_waits_to_share_its_encoder_batch(demo_dir, clips, overlap):
+def test_a_burst_on_an_idle_server_waits_to_share_its_encoder_batch(demo_dir, clips):
     """Once requests have been arriving close together, an idle server waits (at most max_wait_ms)
     for the rest of a burst: its requests are encoded and prefilled as one batch."""
     async def run():
-        engine = _engine(demo_dir, max_batch_size=4, max_wait_ms=1000, overlap_encoder=overlap)
+        engine = _engine(demo_dir, max_batch_size=4, max_wait_ms=1000)
         await engine.start()
         first = [engine.submit(EngineRequest("demo", Task(), clips[i])) for i in range(4)]  # close arrivals
         for h in first:
@@ -306,10 +264,9 @@ def test_a_burst_on_an_idle_server_waits_to_share_its_encoder_batch(demo_dir, cl
     assert results[0].queue_seconds >= 0.05  # the first waited for the others (and at most max_wait_ms)
 
 
-@OVERLAP
-def test_stop_during_decode_finishes_the_rows_then_refuses(demo_dir, demo, clips, overlap):
+def test_stop_during_decode_finishes_the_rows_then_refuses(demo_dir, demo, clips):
     async def run():
-        engine = _engine(demo_dir, max_batch_size=8, max_wait_ms=0, overlap_encoder=overlap)
+        engine = _engine(demo_dir, max_batch_size=8, max_wait_ms=0)
         await engine.start()
         hook = _slow_down(engine, 0.01)
         handles = [engine.submit(EngineRequest("demo", TASKS[i % 3], c)) for i, c in enumerate(clips)]

@@ -29,9 +29,8 @@ def test_settings_from_env_and_flags(monkeypatch, model_pair):
     assert "sekret" not in repr(s)
     # flags win over the environment; --model repeats
     s = settings_from_args(["--model", f"p={model_pair['pruned']}", "--max-batch-size", "16", "--max-wait-ms", "2.5",
-                            "--device", "cpu", "--port", "9000", "--max-upload-mb", "1", "--overlap-encoder", "on"])
+                            "--device", "cpu", "--port", "9000", "--max-upload-mb", "1"])
     assert s.models == {"p": model_pair["pruned"]} and s.max_batch_size == 16 and s.max_wait_ms == 2.5
-    assert s.overlap_encoder is True and settings_from_args(["--overlap-encoder", "off"]).overlap_encoder is False
     assert s.port == 9000 and s.device == "cpu" and s.max_upload_bytes == 1024 * 1024
     monkeypatch.setenv("SLIMSPEECH_MODELS", '{"x": "%s"}' % model_pair["base"])  # JSON works too
     assert Settings().models == {"x": model_pair["base"]}
@@ -49,9 +48,6 @@ def test_settings_from_env_and_flags(monkeypatch, model_pair):
     (["--shadow", "pruned"], "--shadow"),
     (["--shadow", "pruned=base:1.5"], "--shadow"),
     (["--shadow", "pruned=pruned"], "--shadow"),
-    (["--overlap-encoder", "on", "--scheduler", "static"], "--overlap-encoder"),
-    (["--overlap-encoder", "on", "--engine", "vllm"], "--overlap-encoder"),
-    (["--overlap-encoder", "sometimes"], "--overlap-encoder"),
 ])
 def test_bad_flags_name_the_flag(argv, flag):
     with pytest.raises(SlimError) as e:
