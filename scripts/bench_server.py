@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_server.py                       # the embedded demo model, engine torch
     .venv/bin/python scripts/bench_server.py --audio clip.wav      # a real clip (default: a synthetic one)
     .venv/bin/python scripts/bench_server.py --engines torch,vllm  # + engine vllm (needs the vllm extra)
-    .venv/bin/python scripts/bench_server.py --profile /tmp/prof   # + where the time goes (py-spy, torch.profiler)
+    .venv/bin/python scripts/bench_server.py --profile /tmp/prof   # + where the server's CPU time goes (py-spy)
     .venv/bin/python scripts/bench_server.py --model DIR [--threads 1] [--device cuda]
 
 One run measures, for one model and one clip, every server as its own process on 127.0.0.1 (same
@@ -17,6 +17,9 @@ model, device and threads; one after another):
     with (bisection between 0.8x its 1-client and its peak closed-loop req/s);
   * open-loop Poisson arrivals at 80% of the static batcher's sustained capacity, the same arrival
     times for both torch schedulers: p50 / p99 latency;
+  * in-process stage times at batch 1 and at the highest concurrency (features, encoder + projector,
+    prefill, decode steps), and from them the bound on the scaling goal: a clip's time alone over its
+    share of a full batch decoding in lockstep;
   * then one table of the goals' ratios (docs/performance.md records a run).
 Servers: ``slimspeech serve --engine torch --scheduler continuous`` (iteration-level batching),
 ``--scheduler static`` (the dynamic batcher: a batch runs to its end), ``--engine vllm`` when
@@ -433,6 +436,15 @@ def stage_breakdown(model_dir: str, wav: np.ndarray, device: str, threads: int |
     return best
 
 
+def batching_bound(stages: dict, hi: int) -> float:
+    """The most any scheduler can gain from batching ``hi`` clips, from the in-process stages: one clip's
+    time alone (features, encoder + projector, prefill, its decode steps) over its share of a batch of
+    ``hi`` identical clips decoding in lockstep (no HTTP, no queueing: a full batch that arrived at once)."""
+    def total(s):
+        return s["features"] + s["encoder"] + s["prefill"] + s["steps"]
+    return total(stages[1]) / (total(stages[hi]) / hi)
+
+
 def measure_one(args, inproc: InProcess, procs: dict, urls: dict, audio: bytes, profile_dir: Path | None):
     """One request at a time, ``args.rounds`` rounds of ``args.one`` requests each for in-process and every
     server in turn; -> median ms per path, the servers' own split (mean ms), py-spy summaries (empty here)."""
@@ -489,8 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engines", default="torch", help="comma-separated: torch (both schedulers), vllm")
     p.add_argument("--vllm-args", default="", help="engine vllm: AsyncEngineArgs JSON passed to the server")
     p.add_argument("--profile", default=None, metavar="DIR",
-                   help="also profile: stage times in-process (torch.profiler) and py-spy stacks of the continuous "
-                        "server at 1 and at the highest concurrency, summarized; raw stacks saved in DIR")
+                   help="also profile: py-spy stacks of the continuous server at 1 and at the highest "
+                        "concurrency, summarized; raw stacks saved in DIR")
     p.add_argument("--serve-naive", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -514,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         profile_dir.mkdir(parents=True, exist_ok=True)
 
     inproc = InProcess(args.model, wav, args.device, args.threads)
-    stages = {b: stage_breakdown(args.model, wav, args.device, args.threads, b) for b in (1, hi)} if profile_dir else {}
+    # in-process stages at batch 1 and at the highest concurrency: what bounds the scaling goal (report)
+    stages = {b: stage_breakdown(args.model, wav, args.device, args.threads, b) for b in (1, hi)}
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     base = ["--port", "{port}", "--device", args.device, *threads]
@@ -672,6 +685,10 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, capacity, p
                and (got[srv][key] >= target if higher else got[srv][key] <= target)]
         print(f"  {label.format(hi=hi):52} " + " ".join(f"{got[s].get(key, float('nan')):9.2f}x" for s in shown)
               + f" {('>= ' if higher else '<= ') + f'{target:g}x':>8}  {', '.join(met) or 'NO'}")
+    if stages:
+        bound = batching_bound(stages, hi)
+        print(f"  {f'bound on req/s at {hi} / at 1 (in-process stages)':52} {bound:9.2f}x "
+              f"{'':>10} {'-':>8}  continuous reaches {got[CONTINUOUS]['scale'] / bound:.2f} of it")
     if capacity.get(STATIC):
         print(f"  {'sustained capacity / static':52} "
               + " ".join(f"{capacity[s] / capacity[STATIC]:9.2f}x" for s in shown) + f" {'-':>8}  (recorded)")
