@@ -1,0 +1,52 @@
+"""scripts/bench_server.py's judgements on synthetic measurements: when an open-loop run kept up with
+its rate, the capacity bisection, and the bound batching puts on the scaling goal.
+
+    .venv/bin/python -m pytest -q tests/test_bench_server.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_server", ROOT / "scripts" / "bench_server.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_run_is_sustained_only_when_it_served_the_rate_and_its_queue_did_not_grow(bench):
+    flat = {"latencies": [0.1] * 90, "wall": 9.2}  # 90 requests at 10 req/s, served 9.8 req/s
+    growing = {"latencies": [0.1 + 0.02 * i for i in range(90)], "wall": 9.2}  # each waits longer
+    slow = {"latencies": [0.1] * 90, "wall": 12.0}  # served 7.5 of 10 req/s
+    assert bench.sustained(flat, 10.0)
+    assert not bench.sustained(growing, 10.0)
+    assert not bench.sustained(slow, 10.0)
+
+
+def test_capacity_bisection_converges_on_the_rate_where_the_queue_starts_growing(bench, monkeypatch):
+    """A fake server that keeps up below 23 req/s: five probes between 10 and 40 end near it."""
+    def fake_open_loop(url, audio, arrivals):
+        async def run():
+            rate = len(arrivals) / arrivals[-1]
+            lat = [0.1] * len(arrivals) if rate < 23 else [0.1 + 0.05 * i for i in range(len(arrivals))]
+            return {"latencies": lat, "wall": arrivals[-1] + 0.1}
+        return run()
+
+    monkeypatch.setattr(bench, "open_loop", fake_open_loop)
+    rate, probes = bench.sustained_capacity("http://x", b"", 10.0, 40.0, requests=2000, probes=5)
+    assert len(probes) == 5 and 22.0 <= rate < 24.0
+    # the fake judges by the arrivals' own rate, within about 2% of the nominal one
+    assert all(ok == (r < 23) for r, ok, _ in probes if abs(r - 23) > 0.5)
+
+
+def test_batching_bound_is_a_clip_alone_over_its_share_of_a_full_batch(bench):
+    stages = {1: {"features": 0.001, "encoder": 0.015, "prefill": 0.012, "steps": 0.050},
+              32: {"features": 0.016, "encoder": 0.360, "prefill": 0.096, "steps": 0.160}}
+    assert bench.batching_bound(stages, 32) == pytest.approx(0.078 / (0.632 / 32))
