@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import shutil
@@ -30,6 +31,14 @@ def python_stdout(code: str) -> str:
     for checks on what an import loads, which the test process itself has loaded already."""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     return out.stdout.strip()
+
+
+def load_script(path: Path):
+    """A script that is not a package module (``scripts/*.py``, ``deploy/grafana/dashboard.py``), imported by path."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def file_imports(path: Path) -> set[str]:

@@ -6,19 +6,14 @@ its rate, the capacity bisection, and the bound batching puts on the scaling goa
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_server", ROOT / "scripts" / "bench_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "bench_server.py")
 
 
 def test_a_run_is_sustained_only_when_it_served_the_rate_and_its_queue_did_not_grow(bench):

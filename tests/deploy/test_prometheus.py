@@ -3,7 +3,6 @@ Prometheus (Debian's package) scraping a live server on 127.0.0.1 and running ev
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -14,6 +13,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.conftest import load_script
 from tests.loadtests.live import ROOT, free_port, metric_samples
 
 DEPLOY = ROOT / "deploy"
@@ -50,9 +50,7 @@ def test_promtool_checks_config_and_rules():
 
 
 def test_dashboard_json_is_the_generators_output():
-    spec = importlib.util.spec_from_file_location("dashboard", DEPLOY / "grafana" / "dashboard.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    gen = load_script(DEPLOY / "grafana" / "dashboard.py")
     assert DASHBOARD.read_text() == gen.render(), "run: python deploy/grafana/dashboard.py"
     dash = json.loads(DASHBOARD.read_text())
     ids = [p["id"] for p in dash["panels"]]

@@ -3,21 +3,19 @@ recorded sha256 sums, every weight file is stored once, and the pruned export lo
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def release():
-    spec = importlib.util.spec_from_file_location("release_demo", ROOT / "scripts" / "release_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "release_demo.py")
 
 
 def test_released_assets_match_their_sums_and_store_each_weight_once(release):
