@@ -223,13 +223,14 @@ def sustained(result: dict, rate: float) -> bool:
 def sustained_capacity(url: str, audio: bytes, lo: float, hi: float, requests: int, probes: int) -> tuple[float, list]:
     """The highest open-loop Poisson rate (req/s) the server sustains, by bisection between ``lo``
     (assumed sustained: e.g. its 1-client throughput x 0.8) and ``hi`` (e.g. its peak closed-loop
-    throughput, which a server fed by randomly spaced arrivals seldom reaches); -> rate, the probes."""
+    throughput, which a server fed by randomly spaced arrivals seldom reaches); -> rate, the probes
+    as (rate, sustained)."""
     tried = []
     for i in range(probes):
         rate = (lo + hi) / 2
         result = asyncio.run(open_loop(url, audio, poisson_arrivals(rate, requests, seed=100 + i)))
         ok = sustained(result, rate)
-        tried.append((rate, ok, len(result["latencies"]) / result["wall"]))
+        tried.append((rate, ok))
         print(f"[bench] capacity probe {rate:.1f} req/s: {'sustained' if ok else 'queue grows'}", file=sys.stderr,
               flush=True)
         lo, hi = (rate, hi) if ok else (lo, rate)
@@ -527,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
 
     inproc = InProcess(args.model, wav, args.device, args.threads)
     # in-process stages at batch 1 and at the highest concurrency: what bounds the scaling goal (report)
-    stages = {b: stage_breakdown(args.model, wav, args.device, args.threads, b) for b in (1, hi)}
+    stages = {b: stage_breakdown(args.model, wav, args.device, args.threads, b) for b in sorted({1, hi})}
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     base = ["--port", "{port}", "--device", args.device, *threads]
@@ -573,16 +574,16 @@ def main(argv: list[str] | None = None) -> int:
                 rows[label][c] = pool_closed_loop(done)
         poisson, rate, capacity, probes = {}, None, {}, {}
         if STATIC in rows and CONTINUOUS in rows:
-            # capacity = what the static batcher (the scheduler before this one) sustains under Poisson
-            # arrivals, found by bisection between 0.8x its 1-client and its peak closed-loop throughput
-            for label in (label for label in TORCH if label in rows):
+            # each scheduler's sustained capacity (bisection between 0.8x its 1-client and its peak
+            # closed-loop throughput); the Poisson rate is 80% of the static batcher's, the one before
+            for label in TORCH:
                 capacity[label], probes[label] = sustained_capacity(
                     urls[label], audio, 0.8 * rows[label][min(levels)]["rps"], rows[label][hi]["rps"],
                     args.capacity_requests, args.capacity_probes)
             rate = 0.8 * capacity[STATIC]
             arrivals = poisson_arrivals(rate, args.poisson_requests)
             half = len(arrivals) // 2
-            parts = {label: [] for label in TORCH if label in rows}
+            parts = {label: [] for label in TORCH}
             for piece in (arrivals[:half], [t - arrivals[half - 1] for t in arrivals[half:]]):  # in turn, twice
                 for label, done in parts.items():
                     print(f"[bench] Poisson at {rate:.1f} req/s: {label}", file=sys.stderr, flush=True)
@@ -632,7 +633,7 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, capacity, p
         print(f"sustained capacity: the highest Poisson rate whose queue does not grow ({args.capacity_probes} "
               f"probes of {args.capacity_requests} requests, bisection):")
         for label, rps in capacity.items():
-            tried = ", ".join(f"{r:.1f}{'+' if ok else '-'}" for r, ok, _ in probes[label])
+            tried = ", ".join(f"{r:.1f}{'+' if ok else '-'}" for r, ok in probes[label])
             print(f"  {label:18} {rps:6.1f} req/s   (probes: {tried})")
     if poisson:
         print()
@@ -641,14 +642,13 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, capacity, p
         for label, r in poisson.items():
             print(f"  {label:18} served {r['rps']:6.1f} req/s   p50 {r['p50']:8.1f} ms   p99 {r['p99']:8.1f} ms   "
                   f"max {r['max']:8.1f} ms")
-    if stages:
-        print()
-        print("in-process stages of one clip (ms, best of 3) and of the decode steps' time inside aten ops:")
-        for b, s in stages.items():
-            print(f"  batch {b:3}: features {1000 * s['features']:7.1f}  encoder+projector {1000 * s['encoder']:7.1f}  "
-                  f"prefill {1000 * s['prefill']:7.1f}  {s['n_steps']} steps {1000 * s['steps']:7.1f} "
-                  f"({s['step_ms']:.2f} ms/step, {100 * s['op_share']:.0f}% in ops, "
-                  f"{100 * (1 - s['op_share']):.0f}% Python)")
+    print()
+    print("in-process stages of one clip (ms, best of 3) and of the decode steps' time inside aten ops:")
+    for b, s in stages.items():
+        print(f"  batch {b:3}: features {1000 * s['features']:7.1f}  encoder+projector {1000 * s['encoder']:7.1f}  "
+              f"prefill {1000 * s['prefill']:7.1f}  {s['n_steps']} steps {1000 * s['steps']:7.1f} "
+              f"({s['step_ms']:.2f} ms/step, {100 * s['op_share']:.0f}% in ops, "
+              f"{100 * (1 - s['op_share']):.0f}% Python)")
     for name, shares in spy.items():
         print()
         print(f"py-spy, {CONTINUOUS} server, {name} (share of sampled CPU time, all threads):")
@@ -676,6 +676,8 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, capacity, p
         return out
 
     shown = [label for label in TORCH if label in rows]
+    if CONTINUOUS not in shown:  # e.g. --engines vllm: no torch goals to judge
+        return
     got = {label: ratios(label) for label in shown}
     print(f"  {'':52} " + " ".join(f"{label.removeprefix('torch '):>10}" for label in shown) + f" {'target':>8}  met")
     for key, (label, target, higher) in GOALS.items():
@@ -685,7 +687,7 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, capacity, p
                and (got[srv][key] >= target if higher else got[srv][key] <= target)]
         print(f"  {label.format(hi=hi):52} " + " ".join(f"{got[s].get(key, float('nan')):9.2f}x" for s in shown)
               + f" {('>= ' if higher else '<= ') + f'{target:g}x':>8}  {', '.join(met) or 'NO'}")
-    if stages:
+    if hi > 1:
         bound = batching_bound(stages, hi)
         print(f"  {f'bound on req/s at {hi} / at 1 (in-process stages)':52} {bound:9.2f}x "
               f"{'':>10} {'-':>8}  continuous reaches {got[CONTINUOUS]['scale'] / bound:.2f} of it")
