@@ -19,6 +19,10 @@
 #   6. slimspeech sweep --seeds 3 on the shipped demo model (the flags of scripts/prune_demo.sh); a one-seed
 #      sweep dir in $REUSE_SWEEP (e.g. runs/prune-demo/sweep) is copied first so its runs count as seed 0
 #   7. the small outputs (JSON, markdown, PNG) copied to $DOCS
+# The run in docs/demo/fidelity.md used a smaller base (text 2600, ctc 2000 steps; joint 240 steps for the base
+# and every variant), which fits one session of 2 cores (about 2 h in all):
+#   RECIPE="--text-steps 2600 --ctc-steps 2000 --ctc-augment-from 690 --ctc-noise-from 1000" JOINT_STEPS=240 \
+#     STEPS="0 1 2 3 4 5 7" bash scripts/fidelity.sh
 # Usage: bash scripts/fidelity.sh    (env: DATA, BASE, OUT, DOCS, JOINT_STEPS, REUSE_SWEEP, SEEDS, STEPS="1 2 ...";
 #        for a smoke run on tiny data: RECIPE="extra train flags", LIMIT, FRACTIONS, HEAL_STEPS, SWEEP_MODEL)
 set -euo pipefail
