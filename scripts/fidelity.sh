@@ -104,8 +104,11 @@ if step 7; then
   DOCS_ABS=$(cd "$DOCS" && pwd)
   for d in eval agreement analysis "sweep-seeds$SEEDS"; do
     [ -d "$OUT/$d" ] || continue
-    ( cd "$OUT" && find "$d" \( -name '*.json' -o -name '*.md' -o -name '*.png' \) ! -name 'ckpt*' \
-        ! -path '*/healed*' ! -path '*/pruned*' ! -path '*.work*' -print0 | xargs -0 -r -I{} cp --parents {} "$DOCS_ABS/" )
+    depth=(); [ "$d" = "sweep-seeds$SEEDS" ] && depth=(-maxdepth 1)  # the sweep's tables and plot, not each run's
+    # not the all-condition pair plots (over 1 MB each, unreadable) nor the default alignment's heatmaps
+    ( cd "$OUT" && find "$d" ${depth[@]+"${depth[@]}"} \( -name '*.json' -o -name '*.md' -o -name '*.png' \) \
+        ! -name 'ckpt*' ! -path '*/healed*' ! -path '*/pruned*' ! -path '*.work*' ! -path 'agreement/own/pairs.png' \
+        ! -path 'agreement/task/pairs.png' ! -path 'analysis/own/*.png' -print0 | xargs -0 -r -I{} cp --parents {} "$DOCS_ABS/" )
   done
   for name in full "${NAMES[@]}"; do
     [ -f "$OUT/export/$name/provenance.json" ] && mkdir -p "$DOCS/provenance" && \
