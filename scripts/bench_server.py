@@ -17,6 +17,10 @@ model, device and threads; one after another):
     with (bisection between 0.8x its 1-client and its peak closed-loop req/s);
   * open-loop Poisson arrivals at 80% of the static batcher's sustained capacity, the same arrival
     times for both torch schedulers: p50 / p99 latency;
+  * the capacity search and the Poisson run again on a mixed load (``--mix N``: N sentences of the
+    demo's grammar spoken by espeak-ng, different lengths, voices and speeds, request i sending clip
+    i mod N), since one clip repeated is the one load where a static batch wastes nothing: every row
+    ends at the same step;
   * in-process stage times at batch 1 and at the highest concurrency (features, encoder + projector,
     prefill, decode steps), and from them the bound on the scaling goal: a clip's time alone over its
     share of a full batch decoding in lockstep;
@@ -68,7 +72,10 @@ GOALS = {
     "naive_hi": ("req/s vs naive server at {hi} concurrent", 6.0, True),
     "naive_1": ("req/s vs naive server at 1 concurrent", 1.0, True),
     "p99": ("p99, Poisson at 80% of static capacity: / static", 0.70, False),
+    "p99_mix": ("p99, the same on the mixed load ({mix} clips)", 0.70, False),
 }
+#: the open-loop loads: one clip repeated, and the mixed load (--mix)
+SAME, MIXED = "same clip", "mixed"
 
 
 # ---- the naive baseline: one request at a time ----------------------------------------------
@@ -193,22 +200,55 @@ def poisson_arrivals(rate: float, n: int, seed: int = 0) -> list[float]:
     return list(np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate, n)))
 
 
-async def open_loop(url: str, audio: bytes, arrivals: list[float]) -> dict:
+#: pieces of each Poisson run, the schedulers in turn: drift lands on both alike
+POISSON_PIECES = 4
+#: a Poisson piece during which the client's event loop woke this late (s) ran while the machine
+#: froze (seen here: 1.7 s, which delays every request arriving meanwhile and decides a p99 on its
+#: own); it runs again, at most STALL_RETRIES times; STALLS lists them for the report
+STALL_S, STALL_RETRIES = 0.5, 2
+STALLS: list[str] = []
+
+
+def poisson_pieces(rate: float, n: int, pieces: int) -> list[list[float]]:
+    """One Poisson process of ``n`` arrivals cut into ``pieces`` runs, each re-based to start at its
+    first gap (the gaps, hence the bursts, are those of the whole process)."""
+    arrivals = poisson_arrivals(rate, n)
+    out, start, prev = [], 0, 0.0
+    for k in range(1, pieces + 1):
+        end = k * n // pieces
+        out.append([t - prev for t in arrivals[start:end]])
+        start, prev = end, arrivals[end - 1] if end else 0.0
+    return out
+
+
+async def open_loop(url: str, clips: list[bytes], arrivals: list[float]) -> dict:
     """Each request is sent at its arrival time whatever the server's state (open loop); its latency
-    counts from that time, so a client that falls behind still charges the wait to the server."""
+    counts from that time, so a client that falls behind still charges the wait to the server.
+    Request i sends ``clips[i % len(clips)]``. ``stall``: the longest the client's own event loop
+    was late waking from a 10 ms sleep meanwhile (a machine that froze, not the server's doing)."""
     latencies: list[float] = [0.0] * len(arrivals)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+    stall = 0.0
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         t0 = time.perf_counter()
 
         async def one(i: int, at: float):
             await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
-            (await _apost(client, url, audio)).raise_for_status()
+            (await _apost(client, url, clips[i % len(clips)])).raise_for_status()
             latencies[i] = time.perf_counter() - (t0 + at)
 
+        async def watch():
+            nonlocal stall
+            while True:
+                t = time.perf_counter()
+                await asyncio.sleep(0.01)
+                stall = max(stall, time.perf_counter() - t - 0.01)
+
+        watcher = asyncio.create_task(watch())
         await asyncio.gather(*(one(i, at) for i, at in enumerate(arrivals)))
         wall = time.perf_counter() - t0
-    return {"latencies": latencies, "wall": wall}  # latencies in send order
+        watcher.cancel()
+    return {"latencies": latencies, "wall": wall, "stall": stall}  # latencies in send order
 
 
 def sustained(result: dict, rate: float) -> bool:
@@ -220,7 +260,7 @@ def sustained(result: dict, rate: float) -> bool:
     return served >= 0.9 * rate and statistics.median(lat[-third:]) <= 2 * statistics.median(lat[:third])
 
 
-def sustained_capacity(url: str, audio: bytes, lo: float, hi: float, requests: int, probes: int) -> tuple[float, list]:
+def sustained_capacity(url: str, clips: list[bytes], lo: float, hi: float, requests: int, probes: int) -> tuple[float, list]:
     """The highest open-loop Poisson rate (req/s) the server sustains, by bisection between ``lo``
     (assumed sustained: e.g. its 1-client throughput x 0.8) and ``hi`` (e.g. its peak closed-loop
     throughput, which a server fed by randomly spaced arrivals seldom reaches); -> rate, the probes
@@ -228,7 +268,7 @@ def sustained_capacity(url: str, audio: bytes, lo: float, hi: float, requests: i
     tried = []
     for i in range(probes):
         rate = (lo + hi) / 2
-        result = asyncio.run(open_loop(url, audio, poisson_arrivals(rate, requests, seed=100 + i)))
+        result = asyncio.run(open_loop(url, clips, poisson_arrivals(rate, requests, seed=100 + i)))
         ok = sustained(result, rate)
         tried.append((rate, ok))
         print(f"[bench] capacity probe {rate:.1f} req/s: {'sustained' if ok else 'queue grows'}", file=sys.stderr,
@@ -312,6 +352,32 @@ def test_clip(path: str | None, seconds: float) -> tuple[np.ndarray, bytes]:
     buf = io.BytesIO()
     sf.write(buf, wav, 16000, format="WAV")
     return wav, buf.getvalue()
+
+
+def mixed_clips(n: int, seed: int = 0) -> list[bytes]:
+    """``n`` different spoken clips: sentences of the demo data's grammar (a few words to a long clause),
+    espeak-ng voices, speeds and pitches of its training range, FLAC bytes; the same for the same seed.
+    Raises SynthError without espeak-ng or sox."""
+    import random
+
+    from prune_tools.data.grammar import Grammar
+    from prune_tools.data.synth import (
+        PITCH_RANGE,
+        SPEED_RANGE,
+        TRAIN_VOICES,
+        synthesize,
+    )
+
+    rng = random.Random(seed)
+    grammar = Grammar()
+    clips = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            path = Path(tmp) / f"{i}.flac"
+            synthesize(grammar.sample(rng).en, TRAIN_VOICES[i % len(TRAIN_VOICES)], rng.randint(*SPEED_RANGE),
+                       rng.randint(*PITCH_RANGE), path)
+            clips.append(path.read_bytes())
+    return clips
 
 
 # ---- profiling ------------------------------------------------------------------------------------
@@ -491,10 +557,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="rounds of each closed-loop level (servers in turn, so drift hits all alike)")
     p.add_argument("--rounds", type=int, default=4, help="rounds of the one-request phase (all paths in turn)")
     p.add_argument("--one", type=int, default=5, help="requests per path per round of the one-request phase")
-    p.add_argument("--poisson-requests", type=int, default=300, help="requests of the open-loop Poisson run")
+    p.add_argument("--poisson-requests", type=int, default=600,
+                   help=f"requests of each open-loop Poisson run (sent in {POISSON_PIECES} pieces, the servers in turn)")
     p.add_argument("--capacity-requests", type=int, default=150,
                    help="requests of each open-loop probe of the capacity search")
     p.add_argument("--capacity-probes", type=int, default=5, help="probes (bisection steps) of the capacity search")
+    p.add_argument("--mix", type=int, default=24,
+                   help="clips of the mixed open-loop load (spoken by espeak-ng; 0: the one clip only)")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=10.0)
     p.add_argument("--device", default="cpu")
@@ -526,6 +595,14 @@ def main(argv: list[str] | None = None) -> int:
     if profile_dir:
         profile_dir.mkdir(parents=True, exist_ok=True)
 
+    mixed: list[bytes] = []
+    if args.mix:
+        from prune_tools.data.synth import SynthError
+
+        try:
+            mixed = mixed_clips(args.mix)
+        except SynthError as exc:
+            print(f"[bench] no mixed load: {exc}", file=sys.stderr, flush=True)
     inproc = InProcess(args.model, wav, args.device, args.threads)
     # in-process stages at batch 1 and at the highest concurrency: what bounds the scaling goal (report)
     stages = {b: stage_breakdown(args.model, wav, args.device, args.threads, b) for b in sorted({1, hi})}
@@ -572,23 +649,35 @@ def main(argv: list[str] | None = None) -> int:
                         parts[label].append(asyncio.run(load(urls[label], audio, c, n)))
             for label, done in parts.items():
                 rows[label][c] = pool_closed_loop(done)
-        poisson, rate, capacity, probes = {}, None, {}, {}
+        # per open-loop load: each scheduler's sustained capacity (bisection between 0.8x its 1-client
+        # and its peak closed-loop throughput on the one clip; up to 1.5x that peak on the mixed load,
+        # whose clips are shorter on average), then Poisson arrivals at 80% of the static batcher's
+        poisson, rate, capacity, probes = {}, {}, {}, {}
         if STATIC in rows and CONTINUOUS in rows:
-            # each scheduler's sustained capacity (bisection between 0.8x its 1-client and its peak
-            # closed-loop throughput); the Poisson rate is 80% of the static batcher's, the one before
-            for label in TORCH:
-                capacity[label], probes[label] = sustained_capacity(
-                    urls[label], audio, 0.8 * rows[label][min(levels)]["rps"], rows[label][hi]["rps"],
-                    args.capacity_requests, args.capacity_probes)
-            rate = 0.8 * capacity[STATIC]
-            arrivals = poisson_arrivals(rate, args.poisson_requests)
-            half = len(arrivals) // 2
-            parts = {label: [] for label in TORCH}
-            for piece in (arrivals[:half], [t - arrivals[half - 1] for t in arrivals[half:]]):  # in turn, twice
-                for label, done in parts.items():
-                    print(f"[bench] Poisson at {rate:.1f} req/s: {label}", file=sys.stderr, flush=True)
-                    done.append(asyncio.run(open_loop(urls[label], audio, piece)))
-            poisson = {label: pool_open_loop(p) for label, p in parts.items()}
+            for load_name, clips, headroom in ((SAME, [audio], 1.0), (MIXED, mixed, 1.5)):
+                if not clips:
+                    continue
+                capacity[load_name], probes[load_name], parts = {}, {}, {label: [] for label in TORCH}
+                for label in TORCH:
+                    print(f"[bench] capacity search, {load_name}: {label}", file=sys.stderr, flush=True)
+                    capacity[load_name][label], probes[load_name][label] = sustained_capacity(
+                        urls[label], clips, 0.8 * rows[label][min(levels)]["rps"], headroom * rows[label][hi]["rps"],
+                        args.capacity_requests, args.capacity_probes)
+                rate[load_name] = 0.8 * capacity[load_name][STATIC]
+                for r, piece in enumerate(poisson_pieces(rate[load_name], args.poisson_requests, POISSON_PIECES)):
+                    for label in (TORCH if r % 2 == 0 else TORCH[::-1]):  # in turn, the order reversed every other
+                        done = parts[label]
+                        print(f"[bench] Poisson at {rate[load_name]:.1f} req/s, {load_name}: {label}", file=sys.stderr,
+                              flush=True)
+                        for attempt in range(STALL_RETRIES + 1):  # a piece the machine froze in runs again
+                            result = asyncio.run(open_loop(urls[label], clips, piece))
+                            if result["stall"] < STALL_S or attempt == STALL_RETRIES:
+                                break
+                            STALLS.append(f"{load_name}, {label}: {result['stall']:.2f} s")
+                            print(f"[bench] the machine stalled {result['stall']:.2f} s: that piece again",
+                                  file=sys.stderr, flush=True)
+                        done.append(result)
+                poisson[load_name] = {label: pool_open_loop(p) for label, p in parts.items()}
     finally:
         for proc in procs.values():
             stop(proc)
@@ -628,18 +717,17 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, capacity, p
     for c in levels:
         cells = [f"{r[c]['rps']:6.1f} {r[c]['p50']:8.1f} {r[c]['p95']:8.1f}" for r in rows.values()]
         print(f"{c:>11} | " + " | ".join(f"{cell:>26}" for cell in cells))
-    if capacity:
+    for load_name, caps in capacity.items():
+        what = "the one clip" if load_name == SAME else f"the mixed load ({args.mix} spoken clips)"
         print()
-        print(f"sustained capacity: the highest Poisson rate whose queue does not grow ({args.capacity_probes} "
-              f"probes of {args.capacity_requests} requests, bisection):")
-        for label, rps in capacity.items():
-            tried = ", ".join(f"{r:.1f}{'+' if ok else '-'}" for r, ok in probes[label])
+        print(f"{what}: sustained capacity, the highest Poisson rate whose queue does not grow "
+              f"({args.capacity_probes} probes of {args.capacity_requests} requests, bisection):")
+        for label, rps in caps.items():
+            tried = ", ".join(f"{r:.1f}{'+' if ok else '-'}" for r, ok in probes[load_name][label])
             print(f"  {label:18} {rps:6.1f} req/s   (probes: {tried})")
-    if poisson:
-        print()
-        print(f"open loop: Poisson arrivals at {rate:.1f} req/s (80% of the static batcher's sustained capacity), "
-              f"{args.poisson_requests} requests:")
-        for label, r in poisson.items():
+        print(f"{what}: open loop, Poisson arrivals at {rate[load_name]:.1f} req/s (80% of the static batcher's "
+              f"sustained capacity), {args.poisson_requests} requests:")
+        for label, r in poisson[load_name].items():
             print(f"  {label:18} served {r['rps']:6.1f} req/s   p50 {r['p50']:8.1f} ms   p99 {r['p99']:8.1f} ms   "
                   f"max {r['max']:8.1f} ms")
     print()
@@ -655,6 +743,10 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, capacity, p
         for label, share in shares.items():
             print(f"  {100 * share:5.1f}%  {label}")
 
+    if STALLS:
+        print()
+        print("Poisson pieces run again after the machine stalled (the client's event loop woke that late): "
+              + "; ".join(STALLS))
     if RETRIED:
         print()
         print("requests resent after a stale keep-alive connection (counted in their latency): "
@@ -671,8 +763,9 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, capacity, p
         if naive:
             out["naive_hi"] = r[hi]["rps"] / naive[hi]["rps"]
             out["naive_1"] = r[min(levels)]["rps"] / naive[min(levels)]["rps"]
-        if poisson.get(CONTINUOUS) and poisson.get(STATIC):
-            out["p99"] = poisson[label]["p99"] / poisson[STATIC]["p99"]
+        for key, load_name in (("p99", SAME), ("p99_mix", MIXED)):
+            if load_name in poisson:
+                out[key] = poisson[load_name][label]["p99"] / poisson[load_name][STATIC]["p99"]
         return out
 
     shown = [label for label in TORCH if label in rows]
@@ -685,15 +778,15 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, capacity, p
             continue
         met = [srv.removeprefix("torch ") for srv in shown if srv != STATIC and key in got[srv]
                and (got[srv][key] >= target if higher else got[srv][key] <= target)]
-        print(f"  {label.format(hi=hi):52} " + " ".join(f"{got[s].get(key, float('nan')):9.2f}x" for s in shown)
+        print(f"  {label.format(hi=hi, mix=args.mix):52} " + " ".join(f"{got[s].get(key, float('nan')):9.2f}x" for s in shown)
               + f" {('>= ' if higher else '<= ') + f'{target:g}x':>8}  {', '.join(met) or 'NO'}")
     if hi > 1:
         bound = batching_bound(stages, hi)
         print(f"  {f'bound on req/s at {hi} / at 1 (in-process stages)':52} {bound:9.2f}x "
               f"{'':>10} {'-':>8}  continuous reaches {got[CONTINUOUS]['scale'] / bound:.2f} of it")
-    if capacity.get(STATIC):
-        print(f"  {'sustained capacity / static':52} "
-              + " ".join(f"{capacity[s] / capacity[STATIC]:9.2f}x" for s in shown) + f" {'-':>8}  (recorded)")
+    for load_name, caps in capacity.items():
+        print(f"  {f'sustained capacity / static, {load_name}':52} "
+              + " ".join(f"{caps[s] / caps[STATIC]:9.2f}x" for s in shown) + f" {'-':>8}  (recorded)")
 
 
 if __name__ == "__main__":

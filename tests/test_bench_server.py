@@ -7,6 +7,11 @@ its rate, the capacity bisection, and the bound batching puts on the scaling goa
 from __future__ import annotations
 
 import pytest
+from fastapi import (  # module level: the test app's annotations resolve here
+    FastAPI,
+    Form,
+    UploadFile,
+)
 
 from tests.conftest import ROOT, load_script
 
@@ -41,7 +46,56 @@ def test_capacity_bisection_converges_on_the_rate_where_the_queue_starts_growing
     assert all(ok == (r < 23) for r, ok in probes if abs(r - 23) > 0.5)
 
 
+def test_poisson_pieces_keep_the_gaps_of_the_whole_process(bench):
+    whole = bench.poisson_arrivals(20.0, 603)
+    pieces = bench.poisson_pieces(20.0, 603, 4)
+    assert [len(p) for p in pieces] == [150, 301 - 150, 452 - 301, 603 - 452]
+    gaps = [b - a for a, b in zip([0.0, *whole], whole)]
+    assert [b - a for p in pieces for a, b in zip([0.0, *p], p)] == pytest.approx(gaps)
+
+
 def test_batching_bound_is_a_clip_alone_over_its_share_of_a_full_batch(bench):
     stages = {1: {"features": 0.001, "encoder": 0.015, "prefill": 0.012, "steps": 0.050},
               32: {"features": 0.016, "encoder": 0.360, "prefill": 0.096, "steps": 0.160}}
     assert bench.batching_bound(stages, 32) == pytest.approx(0.078 / (0.632 / 32))
+
+
+def test_the_mixed_load_sends_each_spoken_clip_in_turn_over_http(bench):
+    """``mixed_clips``: different spoken clips, the same for the same seed; ``open_loop`` sends request i
+    clip i mod n, to a real uvicorn server that records what it received."""
+    import asyncio
+    import threading
+    import time
+    from collections import Counter
+
+    import uvicorn
+
+    from tests.conftest import require_tools
+
+    require_tools("espeak-ng", "sox", fix="apt-get install -y espeak-ng sox")
+    clips = bench.mixed_clips(3)
+    assert len(set(clips)) == 3 and bench.mixed_clips(3, seed=0) == clips
+    assert bench.mixed_clips(3, seed=1) != clips
+
+    received: list[bytes] = []
+    app = FastAPI()
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcribe(file: UploadFile, model: str = Form(...)):
+        received.append(await file.read())
+        return {"text": model}
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=bench.free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{server.config.port}"
+        out = asyncio.run(bench.open_loop(url, clips, [0.05 * i for i in range(7)]))
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert len(out["latencies"]) == 7 and all(x > 0 for x in out["latencies"])
+    assert Counter(received) == Counter(clips[i % 3] for i in range(7))
