@@ -156,6 +156,11 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--max-batch-size": ("max_batch_size", int, "most requests decoded together per model (default 8)"),
     "--max-wait-ms": ("max_wait_ms", float, "static: longest wait for a batch to fill; continuous: longest wait "
                                             "for a burst on an idle server (default 10)"),
+    "--waiting-served-ratio": ("waiting_served_ratio", float,
+                               "continuous: newcomers join a running decode together once they are this many "
+                               "times its rows (default 1.2; 0: at the next step)"),
+    "--max-waiting-steps": ("max_waiting_steps", int,
+                            "continuous: the most decoding steps a newcomer waits to join (default 20)"),
     "--max-queue": ("max_queue", int, "requests in the server at once before 429, a long file counting once "
                                       "(default 256)"),
     "--max-audio-in-flight-seconds": ("max_audio_in_flight_seconds", float,

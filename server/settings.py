@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     #: static: longest a request waits for others to fill its batch; continuous: the most an idle
     #: server waits for more of a burst of close arrivals (never for a lone request)
     max_wait_ms: float = Field(10.0, ge=0, le=10_000)
+    #: continuous: newcomers join a decoding model together once they are this many times its rows
+    #: (or fill its free rows, or the oldest has waited ``max_waiting_steps``); 0: at the next step
+    waiting_served_ratio: float = Field(1.2, ge=0)
+    #: continuous: the most decoding steps of its model a newcomer waits to join
+    max_waiting_steps: int = Field(20, ge=0)
     #: requests in the server at once (uploading, decoding, queued or running; a long file's chunks
     #: count once); beyond it the server answers 429 with Retry-After before reading the upload
     max_queue: int = Field(256, ge=1)

@@ -146,7 +146,8 @@ class Stepper(Protocol):
 class ContinuousScheduler:
     """Iteration-level scheduling: requests join a model's running decode at its next step.
 
-        scheduler = ContinuousScheduler(executor, max_batch_size=32, max_wait_s=0.01)
+        scheduler = ContinuousScheduler(executor, max_batch_size=32, max_wait_s=0.01,
+                                        waiting_served_ratio=1.2, max_waiting_steps=20)
         scheduler.start({"pruned": DecodeLoop(runner), ...})   # on the event loop
         scheduler.submit(handle)                                # event loop; never blocks
         await scheduler.stop()                                  # refuse new work, finish the accepted
@@ -156,8 +157,15 @@ class ContinuousScheduler:
     busy periods). Each turn of the loop: take the queued requests, oldest first, that fit their
     model (at most ``max_batch_size`` rows per model), admit them (encoder batch + prefill batch
     per model), then one decoding step for every model that has rows (round robin across models).
-    A request that arrives while others decode thus waits at most one step plus the newcomers'
-    encoding; a finished row leaves at once and its slot is free at the next turn.
+    A finished row leaves at once and its slot is free at the next turn.
+
+    Joining a decoding model: an admission pauses every running row of that model for an encoder
+    call and a prefill forward (about as long as two to three steps of the demo model on a CPU), so
+    newcomers do not join one by one at every step. They join together (the rule of Hugging Face
+    TGI's router, whose ``waiting_served_ratio`` and ``max_waiting_tokens`` these are) once they
+    are at least ``waiting_served_ratio`` times as many as the running rows, or once the oldest has
+    waited ``max_waiting_steps`` of the model's steps, or when they fill its free rows. A model
+    with no rows admits at once.
 
     Waiting: none on a busy device, and none on an idle one when requests come apart. Only when the
     device is idle and requests have been arriving close together (the moving average of the gaps
@@ -169,13 +177,14 @@ class ContinuousScheduler:
 
     #: weight of the newest gap in the moving average of gaps between arrivals
     GAP_WEIGHT = 0.2
-    #: weight of the newest admission in the moving average of an admission's duration, per model
-    COST_WEIGHT = 0.2
 
-    def __init__(self, executor: Executor, *, max_batch_size: int, max_wait_s: float):
+    def __init__(self, executor: Executor, *, max_batch_size: int, max_wait_s: float,
+                 waiting_served_ratio: float = 1.2, max_waiting_steps: int = 20):
         self.executor = executor
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.waiting_served_ratio = waiting_served_ratio
+        self.max_waiting_steps = max_waiting_steps
         self._steppers: dict[str, Stepper] = {}
         self._cond = threading.Condition()
         self._pending: deque[RequestHandle] = deque()
@@ -186,7 +195,8 @@ class ContinuousScheduler:
         self._drained: asyncio.Event | None = None
         self._last_arrival: float | None = None
         self._gap = float("inf")  # moving average of the gaps between arrivals (s)
-        self._admit_cost: dict[str, float] = {}  # per model: moving average of one admission's duration (s)
+        self._steps: dict[str, int] = {}  # per model: decoding steps run so far
+        self._queued_at: dict[int, int] = {}  # id(handle) -> its model's step count when it was queued
 
     # ---- public (event loop) --------------------------------------------------------------
     def start(self, steppers: dict[str, Stepper]) -> None:
@@ -206,6 +216,7 @@ class ContinuousScheduler:
                 self._gap = gap if self._gap == float("inf") else \
                     (1 - self.GAP_WEIGHT) * self._gap + self.GAP_WEIGHT * gap
             self._last_arrival = now
+            self._queued_at[id(handle)] = self._steps.get(handle.request.model, 0)
             self._pending.append(handle)
             self._cond.notify()
             if not self._driving:
@@ -260,13 +271,9 @@ class ContinuousScheduler:
 
     def _take(self) -> dict[str, list[RequestHandle]]:
         """Queued requests to admit now, per model, oldest first, as many as its rows have room for
-        (holds the lock). A model that is decoding admits its newcomers at the next step, unless
-        requests arrive faster than one admission of that model takes (the moving averages): then
-        it waits until the newcomers have waited, all together, as long as one admission takes (or
-        until they fill its rows). The admission's fixed cost (an encoder call and a prefill forward,
-        tens of ms for a small model on a CPU) is then shared by several newcomers instead of being
-        paid at every step by one, and a newcomer waits at most about one admission."""
-        now = time.perf_counter()
+        (holds the lock): all of them for a model with no rows; for a decoding model, only once they
+        fill its free rows, are ``waiting_served_ratio`` times its rows, or the oldest has waited
+        ``max_waiting_steps`` of its steps (the class doc says why)."""
         queued: dict[str, list[RequestHandle]] = {}
         for h in self._pending:
             if not h.done:  # not cancelled while queued
@@ -278,13 +285,14 @@ class ContinuousScheduler:
             group = handles[:room]
             if not group:
                 continue
-            cost = self._admit_cost.get(m, 0.0)
-            if stepper.rows and len(group) < room and self._gap < cost and not self._stopping:
-                if sum(now - h.submitted_at for h in group) < cost:
-                    continue  # more are on their way; its rows keep decoding meanwhile
+            waited = self._steps.get(m, 0) - self._queued_at.get(id(group[0]), 0)
+            if stepper.rows and len(group) < room and not self._stopping \
+                    and len(group) < self.waiting_served_ratio * stepper.rows and waited < self.max_waiting_steps:
+                continue  # its rows keep decoding; the newcomers join together later
             taken[m] = group
         chosen = {id(h) for group in taken.values() for h in group}
         self._pending = deque(h for h in self._pending if not h.done and id(h) not in chosen)
+        self._queued_at = {id(h): self._queued_at.get(id(h), 0) for h in self._pending}
         return taken
 
     def _drive(self) -> None:
@@ -306,14 +314,11 @@ class ContinuousScheduler:
                     for h in handles:
                         h.dispatched_at = t
                     self._run(model, self._steppers[model].admit, handles)
-                    took = time.perf_counter() - t
-                    prev = self._admit_cost.get(model)
-                    self._admit_cost[model] = took if prev is None else \
-                        (1 - self.COST_WEIGHT) * prev + self.COST_WEIGHT * took
                 self._admitting = 0
                 for model, stepper in self._steppers.items():
                     if stepper.rows:
                         self._run(model, stepper.step)
+                        self._steps[model] = self._steps.get(model, 0) + 1
         except BaseException as exc:  # a bug in this loop: fail what is queued, let the next submit restart it
             log.exception("continuous scheduler failed")
             err = as_api_error(exc)

@@ -49,7 +49,9 @@ class TorchEngine(BatchedEngine):
     def make_scheduler(self, execute: Execute):
         if self.continuous:
             return ContinuousScheduler(self._executor, max_batch_size=self.settings.max_batch_size,
-                                       max_wait_s=self.settings.max_wait_ms / 1000.0)
+                                       max_wait_s=self.settings.max_wait_ms / 1000.0,
+                                       waiting_served_ratio=self.settings.waiting_served_ratio,
+                                       max_waiting_steps=self.settings.max_waiting_steps)
         return super().make_scheduler(execute)
 
     # ---- lifecycle ----------------------------------------------------------------------

@@ -264,6 +264,41 @@ def test_a_burst_on_an_idle_server_waits_to_share_its_encoder_batch(demo_dir, cl
     assert results[0].queue_seconds >= 0.05  # the first waited for the others (and at most max_wait_ms)
 
 
+@pytest.mark.parametrize("ratio, steps, newcomers, waits", [
+    (0.0, 6, 1, False),  # ratio 0: a newcomer joins at the next step
+    (1.2, 6, 1, True),  # one newcomer beside one row: 1 < 1.2 x 1, it waits 6 steps
+    (1.2, 1000, 2, False),  # two newcomers are 1.2 x one row: they join together at once
+])
+def test_newcomers_join_a_decoding_model_together(demo_dir, demo, clips, ratio, steps, newcomers, waits):
+    """An admission pauses the running rows, so newcomers join a decoding model together: once they
+    are waiting_served_ratio times its rows, or the oldest has waited max_waiting_steps steps."""
+    step_s = 0.05
+
+    async def run():
+        engine = _engine(demo_dir, max_batch_size=8, max_wait_ms=0, waiting_served_ratio=ratio,
+                         max_waiting_steps=steps)
+        await engine.start()
+        hook = _slow_down(engine, step_s)
+        first = engine.submit(EngineRequest("demo", Task(), clips[3], stream=True))  # the longest answer
+        await _first_delta(first)
+        late = [engine.submit(EngineRequest("demo", Task(), clips[i])) for i in range(newcomers)]
+        results = [await h.result() for h in late]
+        long = await first.result()
+        hook.remove()
+        await engine.stop()
+        return long, results
+
+    long, late = asyncio.run(run())
+    assert len(long.token_ids) >= 10 and long.text == _alone(demo, clips[3], Task())
+    assert [r.text for r in late] == [_alone(demo, clips[i], Task()) for i in range(newcomers)]
+    assert all(r.batch_size == 1 + newcomers for r in late)  # they joined the long one's decode
+    queued = max(r.queue_seconds for r in late)
+    if waits:
+        assert queued >= steps * step_s
+    else:
+        assert queued < steps * step_s
+
+
 def test_stop_during_decode_finishes_the_rows_then_refuses(demo_dir, demo, clips):
     async def run():
         engine = _engine(demo_dir, max_batch_size=8, max_wait_ms=0)
