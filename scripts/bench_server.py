@@ -5,6 +5,7 @@
     .venv/bin/python scripts/bench_server.py --engines torch,vllm  # + engine vllm (needs the vllm extra)
     .venv/bin/python scripts/bench_server.py --profile /tmp/prof   # + where the server's CPU time goes (py-spy)
     .venv/bin/python scripts/bench_server.py --model DIR [--threads 1] [--device cuda]
+    .venv/bin/python scripts/bench_server.py --continuous-args "--waiting-served-ratio 0"  # another admission rule
 
 One run measures, for one model and one clip, every server as its own process on 127.0.0.1 (same
 model, device and threads; one after another):
@@ -38,6 +39,7 @@ import asyncio
 import io
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -569,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads in every process")
     p.add_argument("--engines", default="torch", help="comma-separated: torch (both schedulers), vllm")
+    p.add_argument("--continuous-args", default="",
+                   help="more flags for the continuous server, e.g. '--waiting-served-ratio 0' (join at the next step)")
     p.add_argument("--vllm-args", default="", help="engine vllm: AsyncEngineArgs JSON passed to the server")
     p.add_argument("--profile", default=None, metavar="DIR",
                    help="also profile: py-spy stacks of the continuous server at 1 and at the highest "
@@ -614,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
              "--log-level", "warning", *base]
     servers: dict[str, list[str]] = {}
     if "torch" in engines:
-        servers[CONTINUOUS] = [*serve, "--engine", "torch", "--scheduler", "continuous"]
+        servers[CONTINUOUS] = [*serve, "--engine", "torch", "--scheduler", "continuous",
+                               *shlex.split(args.continuous_args)]
         servers[STATIC] = [*serve, "--engine", "torch", "--scheduler", "static"]
     if "vllm" in engines:
         servers["vllm"] = [*serve, "--engine", "vllm", *(["--vllm-args", args.vllm_args] if args.vllm_args else [])]
@@ -696,7 +701,7 @@ def report(args, info, wav, one, split, rows, levels, poisson, rate, capacity, p
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"model: {args.model} ({info}), device {args.device}, torch threads {args.threads or 'default'}")
     print(f"clip: {len(wav) / 16000:.1f} s; servers: max_batch_size {args.max_batch_size}, "
-          f"max_wait_ms {args.max_wait_ms:g}")
+          f"max_wait_ms {args.max_wait_ms:g}" + (f"; continuous server: {args.continuous_args}" if args.continuous_args else ""))
     print()
     ref = one["in-process transcribe"]
     print(f"one request, median of {args.rounds} x {args.one} per path, paths in turn; the servers' split is a mean:")
