@@ -167,12 +167,11 @@ class ContinuousScheduler:
     waited ``max_waiting_steps`` of the model's steps, or when they fill its free rows. A model
     with no rows admits at once.
 
-    Waiting: none on a busy device, and none on an idle one when requests come apart. Only when the
-    device is idle and requests have been arriving close together (the moving average of the gaps
-    between arrivals is under half of ``max_wait_s``) does the loop wait for more to fill the
-    batch: until the model's rows are full, the oldest has waited ``max_wait_s``, or no request has
-    come for three average gaps (the burst is over). A lone request on an idle server starts at
-    once.
+    Waiting on an idle device: none when requests come apart. Only when the device is idle and
+    requests have been arriving close together (the moving average of the gaps between arrivals is
+    under half of ``max_wait_s``) does the loop wait for more to fill the batch: until the model's
+    rows are full, the oldest has waited ``max_wait_s``, or no request has come for three average
+    gaps (the burst is over). A lone request on an idle server starts at once.
     """
 
     #: weight of the newest gap in the moving average of gaps between arrivals
