@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from speechllm import scoring
 from speechllm.audio import load_audio
-from speechllm.devices import resolve_device
+from speechllm.devices import DTYPE_CHOICES, resolve_device, resolve_dtype
 from speechllm.generate import transcribe
 from speechllm.modeldir import default_model_dir, load_model, write_json
 from speechllm.provenance import dtype_name, stamp
@@ -86,8 +86,9 @@ def relative_degradation(model_scores: dict, base_scores: dict) -> dict:
 
 
 def evaluate(model_dir, manifests: list[str], tasks: list[Task], base_dir=None, limit: int | None = None,
-             batch_size: int = 16, device: str = "cpu") -> dict:
+             batch_size: int = 16, device: str = "cpu", dtype: str = "float32") -> dict:
     device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
     splits = {}
     for m in manifests:
         rows = read_rows(m)
@@ -98,7 +99,7 @@ def evaluate(model_dir, manifests: list[str], tasks: list[Task], base_dir=None, 
     for role, path in (("model", model_dir), ("base", base_dir)):
         if path is None:
             continue
-        model = load_model(path, device=device)
+        model = load_model(path, device=device, dtype=torch_dtype)
         hyps[role] = {name: {} for name in splits}
         report[role] = {"dir": str(path), **model.describe(), "fingerprint": model_fingerprint(model),
                         "dtype": dtype_name(model.dtype),
@@ -125,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="utterances decoded together (default: 16)")
     p.add_argument("--out", default=None, help="report JSON (default: print a summary only)")
     p.add_argument("--device", default="cpu", help="cpu (default) | auto | cuda | cuda:N")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
+                   help="weights and activations of both models (default: float32; auto: bfloat16 on CUDA, "
+                        "else float32)")
     return p
 
 
@@ -132,7 +136,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     tasks = parse_tasks(args.tasks)
     report = evaluate(args.model or default_model_dir(), args.data, tasks, args.base, args.limit, args.batch_size,
-                      args.device)
+                      args.device, args.dtype)
     table = markdown_table(report)
     if args.out:
         write_json(Path(args.out), report)

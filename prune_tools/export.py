@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 def check_report(report: dict, model, path, fingerprint: str | None = None) -> None:
     """SlimError unless ``report`` is an evaluate report of ``model``: family, layer and parameter
-    counts, then the weight fingerprint (``fingerprint``: the model's, when already computed)."""
+    counts, then the weight fingerprint (``fingerprint``: the model's as loaded in float32, when already
+    computed; a report of a bfloat16 load is compared with the fingerprint of that cast)."""
     if stamped_by(report) != "slimspeech evaluate" or "model" not in report:
         raise SlimError(f"{path} is not a report written by slimspeech evaluate --out", param="eval")
     m = report["model"]
@@ -49,7 +50,10 @@ def check_report(report: dict, model, path, fingerprint: str | None = None) -> N
         raise SlimError(f"eval report {path} is of a {m.get('family')} model with {m.get('decoder_layers')} decoder "
                         f"layers and {m.get('parameters')} parameters ({m.get('dir')}), not this one ({L} layers, "
                         f"{P} parameters): run `slimspeech evaluate --model THIS_DIR --out ...`", param="eval")
-    fp = fingerprint or model_fingerprint(model)
+    # a report that loaded the model in bfloat16 saw the weights as that cast does (speechllm.provenance)
+    dtype = m.get("dtype") or "float32"
+    fp = fingerprint if fingerprint and dtype == "float32" else \
+        model_fingerprint(model, loaded_as=DTYPES.get(dtype))
     if m.get("fingerprint") != fp:
         # same shape is not the same model: another pruning or healing of the same depth has other weights
         theirs = m.get("fingerprint") or "none recorded (a report of an older slimspeech)"

@@ -101,3 +101,16 @@ def test_prune_a_schema_1_dir(tmp_path):
     assert prov.fingerprint == model_fingerprint(pruned) and prov.dtype == "float32"
     assert prov.weight_bytes == pruned.weight_bytes() and prov.extra == {}
     assert Provenance.read(tmp_path / "new") == prov
+
+
+def test_an_eval_report_of_a_bfloat16_load_is_accepted_for_the_same_weights(two_models):
+    """evaluate --dtype bfloat16 records the dtype and the fingerprint of that cast (which differs from the
+    float32 one for float32 weights); export's check compares like with like, and still refuses other weights."""
+    a_dir, b_dir = two_models
+    report = evaluate(a_dir, [], [], dtype="bfloat16")
+    a = load_model(a_dir)
+    assert report["model"]["dtype"] == "bfloat16"
+    assert report["model"]["fingerprint"] != model_fingerprint(a)  # the cast changed these float32 weights
+    check_report(report, a, "eval.json", model_fingerprint(a))
+    with pytest.raises(SlimError, match="fingerprint"):
+        check_report(report, load_model(b_dir), "eval.json")
