@@ -81,14 +81,21 @@ SAME, MIXED = "same clip", "mixed"
 
 
 # ---- the naive baseline: one request at a time ----------------------------------------------
-def naive_app(model_dir: str, device: str):
+def load_bench_model(model_dir: str, device: str, dtype: str):
+    """The model as ``slimspeech serve --device D --dtype T`` loads it (what every path of the bench runs)."""
+    from speechllm.devices import resolve_dtype
+    from speechllm.modeldir import load_model
+
+    return load_model(model_dir, device=device, dtype=resolve_dtype(dtype, device))
+
+
+def naive_app(model_dir: str, device: str, dtype: str):
     """What people write by hand: load the model, call transcribe in the endpoint (blocks the loop)."""
     from speechllm.audio import load_audio
     from speechllm.generate import transcribe
-    from speechllm.modeldir import load_model
 
     app = FastAPI()
-    model = load_model(model_dir, device=device)
+    model = load_bench_model(model_dir, device, dtype)
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(file: UploadFile = File(...), model_name: str = Form("", alias="model")):
@@ -108,7 +115,7 @@ def serve_naive(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    uvicorn.run(naive_app(args.model, args.device), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(naive_app(args.model, args.device, args.dtype), host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 
 
@@ -310,16 +317,15 @@ class InProcess:
     """The model in this process: seconds of one clip through ``transcribe`` (HF generate) or through
     ``greedy_decode`` (the engine's row batcher), no server."""
 
-    def __init__(self, model_dir: str, wav: np.ndarray, device: str, threads: int | None):
+    def __init__(self, model_dir: str, wav: np.ndarray, device: str, dtype: str, threads: int | None):
         import torch
 
         from speechllm.generate import decode, greedy_decode, transcribe
-        from speechllm.modeldir import load_model
         from speechllm.tasks import Task
 
         if threads:
             torch.set_num_threads(threads)
-        self.model = model = load_model(model_dir, device=device)
+        self.model = model = load_bench_model(model_dir, device, dtype)
 
         def rows():
             prompts, _ = model.embed_prompts(model.resolve_tasks([Task()]), [wav])
@@ -451,7 +457,8 @@ class PySpy:
             self.proc.wait(60)
 
 
-def stage_breakdown(model_dir: str, wav: np.ndarray, device: str, threads: int | None, batch: int) -> dict:
+def stage_breakdown(model_dir: str, wav: np.ndarray, device: str, dtype: str, threads: int | None,
+                    batch: int) -> dict:
     """ms of each stage of ``batch`` copies of the clip in-process: features, encoder + projector, prefill,
     the decode steps; and, from torch.profiler, how much of the decode steps' wall time is inside aten ops
     (the rest is Python: HF's module calls, mask building, our loop)."""
@@ -459,12 +466,11 @@ def stage_breakdown(model_dir: str, wav: np.ndarray, device: str, threads: int |
     from torch.profiler import ProfilerActivity, profile
 
     from speechllm.generate import GreedyBatch
-    from speechllm.modeldir import load_model
     from speechllm.tasks import Task
 
     if threads:
         torch.set_num_threads(threads)
-    model = load_model(model_dir, device=device)
+    model = load_bench_model(model_dir, device, dtype)
     tasks = model.resolve_tasks([Task()] * batch)
     wavs = [wav] * batch
 
@@ -569,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=10.0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="auto",
+                   help="every path's weights and activations, as `slimspeech serve --dtype`: auto (default), "
+                        "float32, bfloat16, float16")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads in every process")
     p.add_argument("--engines", default="torch", help="comma-separated: torch (both schedulers), vllm")
     p.add_argument("--continuous-args", default="",
@@ -583,11 +592,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_naive:
         return serve_naive(args)
 
+    from speechllm.devices import resolve_dtype
     from speechllm.errors import SlimError
     from speechllm.modeldir import default_model_dir
 
     try:
         args.model = str(args.model or default_model_dir())
+        resolve_dtype(args.dtype, args.device)  # an unknown name: one line, before any server starts
     except SlimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -607,12 +618,12 @@ def main(argv: list[str] | None = None) -> int:
             mixed = mixed_clips(args.mix)
         except SynthError as exc:
             print(f"[bench] no mixed load: {exc}", file=sys.stderr, flush=True)
-    inproc = InProcess(args.model, wav, args.device, args.threads)
+    inproc = InProcess(args.model, wav, args.device, args.dtype, args.threads)
     # in-process stages at batch 1 and at the highest concurrency: what bounds the scaling goal (report)
-    stages = {b: stage_breakdown(args.model, wav, args.device, args.threads, b) for b in sorted({1, hi})}
+    stages = {b: stage_breakdown(args.model, wav, args.device, args.dtype, args.threads, b) for b in sorted({1, hi})}
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    base = ["--port", "{port}", "--device", args.device, *threads]
+    base = ["--port", "{port}", "--device", args.device, "--dtype", args.dtype, *threads]
     serve = [sys.executable, "-m", "speechllm.cli", "serve", "--model", f"bench={args.model}",
              "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
              "--log-level", "warning", *base]

@@ -99,3 +99,16 @@ def test_the_mixed_load_sends_each_spoken_clip_in_turn_over_http(bench):
         thread.join(10)
     assert len(out["latencies"]) == 7 and all(x > 0 for x in out["latencies"])
     assert Counter(received) == Counter(clips[i % 3] for i in range(7))
+
+
+def test_every_path_of_the_bench_loads_the_dtype_asked_for(bench, tiny_slam_dir, capsys):
+    """``--dtype``: the in-process paths load it as ``slimspeech serve --dtype`` does (auto: float32 on a
+    CPU); an unknown name is one line and exit code 2, before any server starts."""
+    import torch
+
+    assert bench.load_bench_model(str(tiny_slam_dir), "cpu", "bfloat16").dtype == torch.bfloat16
+    assert bench.load_bench_model(str(tiny_slam_dir), "cpu", "auto").dtype == torch.float32
+    capsys.readouterr()  # the loads' progress bars
+    assert bench.main(["--model", str(tiny_slam_dir), "--dtype", "half"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dtype 'half'" in err[0] and "bfloat16" in err[0]
