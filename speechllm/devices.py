@@ -33,8 +33,18 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 matmuls in hardware (AVX512-BF16 or AMX), where ``--dtype
+    bfloat16`` is faster than float32 (docs/performance.md, "bfloat16 on a CPU"); elsewhere torch emulates
+    bfloat16."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def resolve_dtype(name: str = "auto", device: str = "cpu") -> torch.dtype:
-    """``auto`` -> bfloat16 on a CUDA device, float32 elsewhere (CPU half precision is slow); else DTYPES[name]."""
+    """``auto`` -> bfloat16 on a CUDA device, float32 elsewhere (CPU half precision is slow unless
+    ``cpu_has_native_bf16``, and even then it changes some outputs: a choice to make, not a default); else
+    DTYPES[name]."""
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:

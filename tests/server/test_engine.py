@@ -182,3 +182,21 @@ def test_qwen2_audio_family_batches_like_one_by_one(tmp_path, noise_wavs, schedu
 
     path = tiny_qwen2_audio().save(tmp_path / "qwen2-audio")
     engine_batches_like_one_by_one(path, [w[:16000] for w in noise_wavs], TASKS, scheduler)  # within its 2 s window
+
+
+@pytest.mark.parametrize("dtype", ["auto", "float32"])
+def test_cpu_bfloat16_hint(model_pair, caplog, dtype):
+    """Loading with --dtype auto on a CPU that computes bfloat16 in hardware says that --dtype bfloat16 is
+    faster; an explicit dtype, or a CPU without it, loads quietly in float32."""
+    import logging
+
+    import torch
+
+    from server.engines.runner import TorchRunner
+    from speechllm.devices import cpu_has_native_bf16
+
+    with caplog.at_level(logging.INFO, logger="server.engines.runner"):
+        runner = TorchRunner.load("base", Path(model_pair["base"]), device="cpu", dtype=dtype)
+    assert runner.model.dtype == torch.float32
+    hinted = any("--dtype bfloat16" in r.getMessage() for r in caplog.records)
+    assert hinted == (dtype == "auto" and cpu_has_native_bf16())
