@@ -2,6 +2,7 @@
 
     slimspeech transcribe clip.wav                                    # the embedded demo model
     slimspeech transcribe --model DIR --task translate --target-lang fr a.wav b.flac
+    slimspeech transcribe --dtype bfloat16 clip.wav                   # faster on a CPU with AVX512-BF16 / AMX
 
 Every file is decoded and checked before the model loads, so a bad file costs nothing: it is one
 ``error: ...`` line on stderr and exit code 2 (see speechllm.audio for what a file may be).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from .audio import load_audio
+from .devices import DTYPE_CHOICES, resolve_dtype
 from .generate import transcribe
 from .modeldir import default_model_dir, load_model, read_spec
 from .tasks import PromptBook
@@ -27,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="most tokens generated per clip (default: the model's max_new_tokens)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
+                   help="weights and activations (default: float32; auto: bfloat16 on CUDA, else float32; "
+                        "bfloat16 is faster on a CPU with AVX512-BF16 or AMX)")
     return p
 
 
@@ -40,7 +45,7 @@ def main(argv: list[str]) -> int:
     task = PromptBook.from_spec(spec).resolve(args.task, args.target_lang)
     limit = float(spec.get("max_audio_seconds", 30.0))
     wavs = [load_audio(f, max_seconds=limit) for f in args.files]
-    model = load_model(model_dir, device=args.device)
+    model = load_model(model_dir, device=args.device, dtype=resolve_dtype(args.dtype, args.device))
     for text in transcribe(model, wavs, [task] * len(wavs), args.max_new_tokens, args.batch_size):
         print(text, flush=True)
     return 0

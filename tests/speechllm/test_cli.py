@@ -107,6 +107,25 @@ def test_transcribe_prints_one_line_per_file(tiny_slam_dir, speech_files):
     assert lines == expected
 
 
+def test_transcribe_dtype_is_the_library_call_in_that_dtype(tiny_slam_dir, noise_wavs, tmp_path):
+    """--dtype bfloat16 prints what the library gives with the model loaded in bfloat16."""
+    import torch
+
+    from speechllm.audio import load_audio
+
+    files = [write_wav(tmp_path / f"noise{i}.wav", w) for i, w in enumerate(noise_wavs)]
+    out = run("transcribe", "--model", str(tiny_slam_dir), "--dtype", "bfloat16", *files)
+    assert out.returncode == 0, out.stderr
+    wavs = [load_audio(f) for f in files]
+
+    def printed(texts):  # a line per file (random models' texts hold characters splitlines() splits on)
+        return "".join(t + "\n" for t in texts)
+
+    assert out.stdout == printed(transcribe(load_model(tiny_slam_dir, dtype=torch.bfloat16), wavs, Task("transcribe")))
+    # the tiny random model decodes some of these clips differently in float32: the flag was honoured
+    assert out.stdout != printed(transcribe(load_model(tiny_slam_dir), wavs, Task("transcribe")))
+
+
 @pytest.mark.parametrize("case", ["missing", "text_as_wav", "empty_wav", "bad_task", "bad_lang", "bad_model"])
 def test_bad_input_is_one_clear_line(case, tmp_path, tiny_slam_dir, speech_files):
     args = ["transcribe", "--model", str(tiny_slam_dir)]
